@@ -13,15 +13,27 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+// Executables, tests and test support are not imported by anyone: they import freely.
+let testSettings: [SwiftSetting] = [.swiftLanguageMode(.v6), .enableUpcomingFeature("ExistentialAny")]
+
 let package = Package(
     name: "swift-oci-connector",
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "OCIReference", targets: ["OCIReference"]),
+        .library(name: "OCIConnectors", targets: ["OCIConnectors"]),
+        .library(name: "OCIAuth", targets: ["OCIAuth"]),
         .executable(name: "oci-connector-config", targets: ["oci-connector-config"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // Image references, digests, connector addresses and request routing. No dependencies,
@@ -30,25 +42,73 @@ let package = Package(
             name: "OCIReference",
             swiftSettings: strictSettings
         ),
+        // Connectors and their credentials, from Kubernetes-style YAML.
+        .target(
+            name: "OCIConnectors",
+            dependencies: ["OCIReference", .product(name: "Yams", package: "Yams")],
+            swiftSettings: strictSettings
+        ),
+        // Upstream registry authentication: challenges, scopes, token exchange and cache.
+        .target(
+            name: "OCIAuth",
+            dependencies: [
+                "OCIReference", "OCIConnectors",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "oci-connector-config",
             dependencies: [
-                "OCIReference",
+                "OCIReference", "OCIConnectors", "OCIAuth",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Examples/oci-connector-config",
-            swiftSettings: strictSettings
+            swiftSettings: testSettings
         ),
         .testTarget(
             name: "OCIReferenceTests",
             dependencies: ["OCIReference"],
-            swiftSettings: strictSettings
+            swiftSettings: testSettings
+        ),
+        .testTarget(
+            name: "OCIConnectorsTests",
+            dependencies: ["OCIConnectors"],
+            swiftSettings: testSettings
+        ),
+        .testTarget(
+            name: "OCIAuthTests",
+            dependencies: [
+                "OCIAuth", "OCIConnectors", "OCITestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: testSettings
+        ),
+        // Real registries (docker-registry) and a token issuer for the end-to-end tests.
+        .target(
+            name: "OCITestSupport",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/OCITestSupport",
+            swiftSettings: testSettings
         ),
         // Runs the built executables as a user would.
         .testTarget(
             name: "CommandLineTests",
-            dependencies: ["oci-connector-config"],
-            swiftSettings: strictSettings
+            dependencies: ["oci-connector-config", "OCITestSupport"],
+            swiftSettings: testSettings
         ),
     ]
 )

@@ -3,11 +3,11 @@ import ArgumentParser
 /// `oci-connector-config`: everything a workload or an operator needs around the proxy, from the
 /// command line.
 @main
-struct ConfigTool: ParsableCommand {
+struct ConfigTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "oci-connector-config",
         abstract: "Image references, tokens and client configuration for the OCI connector proxy.",
-        subcommands: [ReferenceCommand.self]
+        subcommands: [ReferenceCommand.self, CheckCommand.self]
     )
 }
 

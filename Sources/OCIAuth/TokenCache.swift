@@ -1,0 +1,130 @@
+public import OCIReference
+
+/// Upstream bearer tokens, kept server-side and shared by every request that needs the same
+/// scopes of the same connector.
+///
+/// - Concurrent requests for one key share one token request (single flight).
+/// - A token is used until `lifetime − safety margin`; after ``Configuration/refreshFraction`` of
+///   its lifetime a background refresh starts while the current token keeps serving, so long
+///   operations never meet an expired token and never wait for a refresh.
+/// - Lifetimes shorter than ``Configuration/minimumLifetime`` are raised to it (the token spec
+///   says servers never issue less than 60 seconds; some report less).
+public actor TokenCache {
+    /// Timing policy.
+    public struct Configuration: Sendable {
+        /// Lifetimes below this are raised to it.
+        public var minimumLifetime: Duration
+        /// A token is not handed out closer than this to its expiry (at most a fifth of its life).
+        public var safetyMargin: Duration
+        /// The share of the lifetime after which a background refresh starts.
+        public var refreshFraction: Double
+
+        /// Creates a policy.
+        public init(minimumLifetime: Duration = .seconds(60), safetyMargin: Duration = .seconds(30), refreshFraction: Double = 0.75) {
+            self.minimumLifetime = minimumLifetime
+            self.safetyMargin = safetyMargin
+            self.refreshFraction = refreshFraction
+        }
+    }
+
+    /// What a token is cached under: the connector (whose credentials obtained it) and the
+    /// normalised scope set.
+    public struct Key: Hashable, Sendable, CustomStringConvertible {
+        /// The connector whose credentials obtained the token.
+        public let connector: ConnectorID
+        /// The scopes the token was asked for.
+        public let scopes: ScopeSet
+
+        /// Creates a key.
+        public init(connector: ConnectorID, scopes: ScopeSet) {
+            self.connector = connector
+            self.scopes = scopes
+        }
+
+        public var description: String { "\(connector) [\(scopes)]" }
+    }
+
+    /// Gets a new token; given the refresh token of the one it replaces, if any.
+    public typealias Fetch = @Sendable (_ refreshToken: String?) async throws(AuthError) -> RegistryToken
+
+    private struct Cached {
+        var token: RegistryToken
+        var refreshAt: ContinuousClock.Instant
+        var usableUntil: ContinuousClock.Instant
+    }
+
+    private let configuration: Configuration
+    private var tokens: [Key: Cached] = [:]
+    private var inFlight: [Key: Task<RegistryToken, any Error>] = [:]
+
+    /// Creates an empty cache.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    /// A token for `key`: cached, shared with a request already under way, or fetched.
+    public func token(for key: Key, fetch: @escaping Fetch) async throws(AuthError) -> RegistryToken {
+        let now = ContinuousClock.now
+        if let cached = tokens[key] {
+            if now < cached.refreshAt { return cached.token }
+            if now < cached.usableUntil {
+                // Due for refresh but still good: refresh in the background, serve this one.
+                if inFlight[key] == nil { _ = start(key, refreshToken: cached.token.refreshToken, fetch: fetch) }
+                return cached.token
+            }
+            tokens[key] = nil
+        }
+        let task = inFlight[key] ?? start(key, refreshToken: nil, fetch: fetch)
+        do {
+            return try await task.value
+        } catch let error as AuthError {
+            throw error
+        } catch {
+            throw AuthError(.unexpectedResponse, "getting a token failed: \(error)")
+        }
+    }
+
+    /// Forgets the token for `key` if it is still `rejected` (the registry refused it), so the
+    /// next request fetches a new one. A token fetched meanwhile is kept.
+    public func invalidate(_ key: Key, rejected: RegistryToken) {
+        if tokens[key]?.token.value == rejected.value { tokens[key] = nil }
+    }
+
+    /// Forgets every token.
+    public func removeAll() {
+        tokens.removeAll()
+    }
+
+    /// The number of tokens held.
+    public var count: Int { tokens.count }
+
+    private func start(_ key: Key, refreshToken: String?, fetch: @escaping Fetch) -> Task<RegistryToken, any Error> {
+        let task = Task<RegistryToken, any Error> {
+            do {
+                let token = try await fetch(refreshToken)
+                self.store(token, for: key)
+                return token
+            } catch {
+                self.finishFailed(key)
+                throw error
+            }
+        }
+        inFlight[key] = task
+        return task
+    }
+
+    private func store(_ token: RegistryToken, for key: Key) {
+        let lifetime = max(token.lifetime, configuration.minimumLifetime)
+        let margin = min(configuration.safetyMargin, lifetime / 5)
+        let usableUntil = token.receivedAt + lifetime - margin
+        tokens[key] = Cached(
+            token: token,
+            refreshAt: min(token.receivedAt + lifetime * configuration.refreshFraction, usableUntil),
+            usableUntil: usableUntil)
+        inFlight[key] = nil
+    }
+
+    private func finishFailed(_ key: Key) {
+        inFlight[key] = nil
+    }
+}

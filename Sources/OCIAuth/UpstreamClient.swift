@@ -1,0 +1,200 @@
+public import AsyncHTTPClient
+import Foundation
+import Logging
+public import NIOCore
+public import NIOHTTP1
+public import OCIConnectors
+import OCIReference
+
+/// Talks to one connector's upstream registry with the connector's credentials.
+///
+/// It learns how the registry authenticates (no auth, Basic, or distribution token auth) from
+/// one `GET /v2/`, then authorises every request up front from the scopes it will need, so a
+/// request usually needs no 401 round trip. A 401 drops the token it carried, fetches one for the
+/// scopes the registry asked for, and retries once when the body can be sent again.
+public final class UpstreamClient: Sendable {
+    /// How the upstream wants to be authenticated.
+    public enum Method: Hashable, Sendable {
+        /// No authentication.
+        case anonymous
+        /// HTTP Basic with the connector's credentials on every request.
+        case basic
+        /// Bearer tokens from a token server.
+        case bearer(TokenEndpoint)
+    }
+
+    /// An `Authorization` header value and the cached token behind it, if any.
+    public struct Authorization: Sendable {
+        /// The header value; `nil` sends no `Authorization`.
+        public let headerValue: String?
+        let token: RegistryToken?
+        let key: TokenCache.Key?
+    }
+
+    /// The connector this client serves.
+    public let connector: Connector
+    let httpClient: HTTPClient
+    let tokens: TokenCache
+    let timeout: TimeAmount
+    private let discovery = MethodDiscovery()
+
+    /// Creates a client. `httpClient` must trust the connector's certificates (see
+    /// ``UpstreamHTTPClient/make(for:)``); `tokens` may be shared by many connectors.
+    public init(connector: Connector, httpClient: HTTPClient, tokens: TokenCache, timeout: TimeAmount = .seconds(30)) {
+        self.connector = connector
+        self.httpClient = httpClient
+        self.tokens = tokens
+        self.timeout = timeout
+    }
+
+    /// The URL of a path on the upstream, such as `/v2/team/app/manifests/v1`.
+    public func url(_ pathAndQuery: String) -> String {
+        connector.address.baseURL + pathAndQuery
+    }
+
+    /// How the upstream authenticates, asking it once (concurrent callers share the answer).
+    public func method() async throws(AuthError) -> Method {
+        do {
+            return try await discovery.method { () async throws(AuthError) -> Method in try await self.discoverMethod() }
+        } catch let error as AuthError {
+            throw error
+        } catch {
+            throw AuthError(.unexpectedResponse, "\(error)")
+        }
+    }
+
+    /// The `Authorization` for a request that needs `scopes`.
+    public func authorization(for scopes: ScopeSet) async throws(AuthError) -> Authorization {
+        switch try await method() {
+        case .anonymous:
+            return Authorization(headerValue: nil, token: nil, key: nil)
+        case .basic:
+            return Authorization(headerValue: connector.credentials?.basicAuthorization, token: nil, key: nil)
+        case .bearer(let endpoint):
+            let key = TokenCache.Key(connector: connector.id, scopes: scopes)
+            let token = try await tokens.token(for: key, fetch: fetcher(endpoint, scopes: scopes))
+            return Authorization(headerValue: token.authorization, token: token, key: key)
+        }
+    }
+
+    /// Sends `request` (whose URL is on the upstream) authorised for `scopes`.
+    ///
+    /// On a 401 the rejected token is dropped and a new one is fetched for the scopes the
+    /// registry's challenge names; the request is sent once more when `replayable` is true (its
+    /// body can be sent again). Otherwise the 401 response is returned as it is.
+    public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool) async throws(AuthError) -> HTTPClientResponse {
+        var request = request
+        let authorization = try await authorization(for: scopes)
+        request.headers.replaceOrAdd(name: "Authorization", value: authorization.headerValue ?? "")
+        if authorization.headerValue == nil { request.headers.remove(name: "Authorization") }
+        let response = try await send(request)
+        guard response.status == .unauthorized else { return response }
+
+        let retry = try await recover(from: response.headers, rejected: authorization, scopes: scopes)
+        guard replayable, let retry else { return response }
+        request.headers.replaceOrAdd(name: "Authorization", value: retry)
+        return try await send(request)
+    }
+
+    /// After a 401: forgets what was rejected and works out the header to retry with, or `nil`
+    /// when nothing different can be tried.
+    public func recover(from headers: HTTPHeaders, rejected: Authorization, scopes: ScopeSet) async throws(AuthError) -> String? {
+        if let key = rejected.key, let token = rejected.token {
+            await tokens.invalidate(key, rejected: token)
+        }
+        let challenges: [AuthChallenge]
+        do {
+            challenges = try AuthChallenge.parse(headers["WWW-Authenticate"])
+        } catch {
+            throw AuthError(.malformedChallenge, "\(connector.address.baseURL) sent a \(error)")
+        }
+        if let bearer = challenges.first(where: { $0.scheme == "bearer" }) {
+            let endpoint = try TokenEndpoint(challenge: bearer, registry: connector.address)
+            await discovery.learned(.bearer(endpoint))
+            let wanted = scopes.union(ScopeSet(parsing: bearer[parameter: "scope"] ?? ""))
+            let key = TokenCache.Key(connector: connector.id, scopes: wanted)
+            let token = try await tokens.token(for: key, fetch: fetcher(endpoint, scopes: wanted))
+            return token.value == rejected.token?.value ? nil : token.authorization
+        }
+        if challenges.contains(where: { $0.scheme == "basic" }), let credentials = connector.credentials {
+            await discovery.learned(.basic)
+            return rejected.headerValue == credentials.basicAuthorization ? nil : credentials.basicAuthorization
+        }
+        return nil
+    }
+
+    private func fetcher(_ endpoint: TokenEndpoint, scopes: ScopeSet) -> TokenCache.Fetch {
+        let credentials = connector.credentials
+        let preferOAuth2 = connector.prefersOAuth2
+        let client = httpClient
+        let timeout = timeout
+        return { refreshToken async throws(AuthError) -> RegistryToken in
+            try await endpoint.fetchToken(
+                scopes: scopes, credentials: credentials, preferOAuth2: preferOAuth2, refreshToken: refreshToken,
+                client: client, timeout: timeout)
+        }
+    }
+
+    private func send(_ request: HTTPClientRequest) async throws(AuthError) -> HTTPClientResponse {
+        do {
+            return try await httpClient.execute(request, timeout: timeout)
+        } catch {
+            throw UpstreamFailure.classify(error, talkingTo: connector.address.baseURL)
+        }
+    }
+
+    private func discoverMethod() async throws(AuthError) -> Method {
+        var request = HTTPClientRequest(url: url("/v2/"))
+        request.method = .GET
+        let response = try await send(request)
+        _ = try? await response.body.collect(upTo: 64 * 1024)
+        switch response.status.code {
+        case 200..<300:
+            return .anonymous
+        case 401:
+            let challenges: [AuthChallenge]
+            do {
+                challenges = try AuthChallenge.parse(response.headers["WWW-Authenticate"])
+            } catch {
+                throw AuthError(.malformedChallenge, "\(connector.address.baseURL) sent a \(error)")
+            }
+            if let bearer = challenges.first(where: { $0.scheme == "bearer" }) {
+                return .bearer(try TokenEndpoint(challenge: bearer, registry: connector.address))
+            }
+            if challenges.contains(where: { $0.scheme == "basic" }) {
+                return .basic
+            }
+            throw AuthError(
+                .malformedChallenge,
+                "\(connector.address.baseURL) asks for authentication without a Bearer or Basic challenge")
+        default:
+            throw AuthError(
+                .unexpectedResponse,
+                "\(connector.address.baseURL)/v2/ answered \(response.status.code) \(response.status.reasonPhrase); is this a registry?")
+        }
+    }
+}
+
+/// Remembers the upstream's authentication method; concurrent first requests share one probe.
+actor MethodDiscovery {
+    private var known: UpstreamClient.Method?
+    private var probe: Task<UpstreamClient.Method, any Error>?
+
+    func method(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws -> UpstreamClient.Method {
+        if let known { return known }
+        let task = probe ?? Task { try await discover() }
+        probe = task
+        do {
+            let method = try await task.value
+            known = known ?? method
+            return known!
+        } catch {
+            probe = nil  // Let the next request try again.
+            throw error
+        }
+    }
+
+    func learned(_ method: UpstreamClient.Method) {
+        known = method
+    }
+}
