@@ -85,8 +85,8 @@ public final class UpstreamClient: Sendable {
     public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool) async throws(AuthError) -> HTTPClientResponse {
         var request = request
         let authorization = try await authorization(for: scopes)
-        request.headers.replaceOrAdd(name: "Authorization", value: authorization.headerValue ?? "")
-        if authorization.headerValue == nil { request.headers.remove(name: "Authorization") }
+        request.headers.remove(name: "Authorization")
+        if let header = authorization.headerValue { request.headers.add(name: "Authorization", value: header) }
         let response = try await send(request)
         guard response.status == .unauthorized else { return response }
 

@@ -267,6 +267,27 @@ struct UpstreamAuthTests {
         }
     }
 
+    @Test func aPrivateCertificateAuthorityPerConnector() async throws {
+        let registry = try await TestRegistry.start(.anonymous, tls: true)
+        defer { registry.stop() }
+        let id = try ConnectorID(parsing: "team-a/private-ca")
+        let address = try RegistryAddress(parsing: registry.url)
+
+        // The system trust store does not know the registry's certificate.
+        let untrusted = UpstreamClient(connector: Connector(id: id, address: address), httpClient: Self.httpClient, tokens: TokenCache())
+        await Self.expectFailure(.tlsFailure) {
+            _ = try await HealthCheck(client: untrusted).run(repository: "tls/app", action: .push)
+        }
+
+        // With the connector's own CA bundle (spec.tls), it does.
+        let connector = Connector(id: id, address: address, trustedCertificatesPEM: registry.certificatePEM)
+        let trustingClient = try UpstreamHTTPClient.make(for: connector)
+        let trusted = UpstreamClient(connector: connector, httpClient: trustingClient, tokens: TokenCache())
+        let outcome = await Result { try await HealthCheck(client: trusted).run(repository: "tls/app", action: .push) }
+        try await trustingClient.shutdown()
+        _ = try outcome.get()
+    }
+
     @Test func credentialsNeverAppearInErrors() async throws {
         let (registry, _) = try await SharedRegistries.shared.token()
         let secret = "leak-canary-\(UUID().uuidString)"
@@ -280,5 +301,11 @@ struct UpstreamAuthTests {
         }
         #expect(!"\(client.connector)".contains(secret))
         #expect(!"\(client.connector.credentials!)".contains(secret))
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }

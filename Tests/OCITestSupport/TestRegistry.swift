@@ -18,8 +18,11 @@ public final class TestRegistry: Sendable {
     public let directory: URL
     private let process: Process
 
-    /// `http://127.0.0.1:PORT`.
-    public var url: String { "http://127.0.0.1:\(port)" }
+    /// The PEM certificate it serves TLS with, when it does.
+    public let certificatePEM: String?
+
+    /// `http://127.0.0.1:PORT`, or `https://` when it serves TLS.
+    public var url: String { "\(certificatePEM == nil ? "http" : "https")://127.0.0.1:\(port)" }
     /// `127.0.0.1:PORT`, as image references write it.
     public var host: String { "127.0.0.1:\(port)" }
 
@@ -28,21 +31,24 @@ public final class TestRegistry: Sendable {
         ProcessInfo.processInfo.environment["REGISTRY_BINARY"] ?? "/usr/bin/docker-registry"
     }
 
-    private init(port: Int, directory: URL, process: Process) {
+    private init(port: Int, directory: URL, process: Process, certificatePEM: String?) {
+        self.certificatePEM = certificatePEM
         self.port = port
         self.directory = directory
         self.process = process
     }
 
     /// Starts a registry and waits until it accepts connections.
-    public static func start(_ auth: Auth) async throws -> TestRegistry {
+    /// With `tls`, it serves HTTPS with a self-signed certificate for 127.0.0.1 (see
+    /// ``certificatePEM``), which no system trust store knows.
+    public static func start(_ auth: Auth, tls: Bool = false) async throws -> TestRegistry {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw TestSupportError("\(binary) is missing: run scripts/setup.sh (Debian package docker-registry)")
         }
         var lastError: (any Error)?
         for _ in 0..<5 {  // A port found free can be taken before the registry binds it.
             do {
-                return try await attemptStart(auth)
+                return try await attemptStart(auth, tls: tls)
             } catch {
                 lastError = error
             }
@@ -50,9 +56,26 @@ public final class TestRegistry: Sendable {
         throw lastError!
     }
 
-    private static func attemptStart(_ auth: Auth) async throws -> TestRegistry {
+    private static func attemptStart(_ auth: Auth, tls: Bool) async throws -> TestRegistry {
         let directory = try Loopback.temporaryDirectory("registry")
         let port = try Loopback.freePort()
+        var tlsSection = ""
+        var certificatePEM: String?
+        if tls {
+            let key = directory.appendingPathComponent("tls-key.pem")
+            let certificate = directory.appendingPathComponent("tls-cert.pem")
+            try runCommand("/usr/bin/openssl", [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.path, "-out", certificate.path,
+                "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            ])
+            certificatePEM = try String(contentsOf: certificate, encoding: .utf8)
+            tlsSection = """
+
+              tls:
+                certificate: \(certificate.path)
+                key: \(key.path)
+            """
+        }
         var authSection = ""
         switch auth {
         case .anonymous:
@@ -96,7 +119,7 @@ public final class TestRegistry: Sendable {
               enabled: false
         http:
           addr: 127.0.0.1:\(port)
-          secret: test-registry-secret
+          secret: test-registry-secret\(tlsSection)
         health:
           storagedriver:
             enabled: false
@@ -122,7 +145,7 @@ public final class TestRegistry: Sendable {
                 throw TestSupportError("docker-registry exited: \(output.suffix(500))")
             }
             if Loopback.isListening(port) {
-                return TestRegistry(port: port, directory: directory, process: process)
+                return TestRegistry(port: port, directory: directory, process: process, certificatePEM: certificatePEM)
             }
             try await Task.sleep(for: .milliseconds(50))
         }
