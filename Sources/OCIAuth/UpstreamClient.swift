@@ -102,12 +102,7 @@ public final class UpstreamClient: Sendable {
         if let key = rejected.key, let token = rejected.token {
             await tokens.invalidate(key, rejected: token)
         }
-        let challenges: [AuthChallenge]
-        do {
-            challenges = try AuthChallenge.parse(headers["WWW-Authenticate"])
-        } catch {
-            throw AuthError(.malformedChallenge, "\(connector.address.baseURL) sent a \(error)")
-        }
+        let challenges = try challenges(in: headers)
         if let bearer = challenges.first(where: { $0.scheme == "bearer" }) {
             let endpoint = try TokenEndpoint(challenge: bearer, registry: connector.address)
             await discovery.learned(.bearer(endpoint))
@@ -143,6 +138,14 @@ public final class UpstreamClient: Sendable {
         }
     }
 
+    private func challenges(in headers: HTTPHeaders) throws(AuthError) -> [AuthChallenge] {
+        do {
+            return try AuthChallenge.parse(headers["WWW-Authenticate"])
+        } catch {
+            throw AuthError(.malformedChallenge, "\(connector.address.baseURL) sent a \(error)")
+        }
+    }
+
     private func discoverMethod() async throws(AuthError) -> Method {
         var request = HTTPClientRequest(url: url("/v2/"))
         request.method = .GET
@@ -152,12 +155,7 @@ public final class UpstreamClient: Sendable {
         case 200..<300:
             return .anonymous
         case 401:
-            let challenges: [AuthChallenge]
-            do {
-                challenges = try AuthChallenge.parse(response.headers["WWW-Authenticate"])
-            } catch {
-                throw AuthError(.malformedChallenge, "\(connector.address.baseURL) sent a \(error)")
-            }
+            let challenges = try challenges(in: response.headers)
             if let bearer = challenges.first(where: { $0.scheme == "bearer" }) {
                 return .bearer(try TokenEndpoint(challenge: bearer, registry: connector.address))
             }
