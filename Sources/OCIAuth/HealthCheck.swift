@@ -57,11 +57,7 @@ public struct HealthCheck: Sendable {
             request.headers.add(name: "Content-Length", value: "0")
         }
         if let header = authorization.headerValue { request.headers.add(name: "Authorization", value: header) }
-        do {
-            response = try await client.httpClient.execute(request, timeout: client.timeout)
-        } catch {
-            throw UpstreamFailure.classify(error, talkingTo: client.connector.address.baseURL)
-        }
+        response = try await client.send(request)
         let body = (try? await response.body.collect(upTo: 64 * 1024)).map { String(buffer: $0) } ?? ""
 
         switch response.status.code {
@@ -101,7 +97,7 @@ public struct HealthCheck: Sendable {
         var request = HTTPClientRequest(url: url)
         request.method = .DELETE
         if let authorization { request.headers.add(name: "Authorization", value: authorization) }
-        if let response = try? await client.httpClient.execute(request, timeout: client.timeout) {
+        if let response = try? await client.send(request) {
             _ = try? await response.body.collect(upTo: 64 * 1024)
         }
     }

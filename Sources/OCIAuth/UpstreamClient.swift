@@ -130,7 +130,8 @@ public final class UpstreamClient: Sendable {
         }
     }
 
-    private func send(_ request: HTTPClientRequest) async throws(AuthError) -> HTTPClientResponse {
+    /// Sends a request as it is, turning transport failures into ``AuthError``s.
+    func send(_ request: HTTPClientRequest) async throws(AuthError) -> HTTPClientResponse {
         do {
             return try await httpClient.execute(request, timeout: timeout)
         } catch {
