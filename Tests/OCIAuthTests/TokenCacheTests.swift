@@ -35,16 +35,18 @@ struct TokenCacheTests {
     }
 
     @Test func refreshesInTheBackgroundBeforeExpiry() async throws {
-        let cache = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .milliseconds(100), refreshFraction: 0.5))
+        // Refresh is due after 0.5 s; the token stays usable until 9.9 s. The wide window keeps
+        // the test independent of how busy the machine is.
+        let cache = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .milliseconds(100), refreshFraction: 0.05))
         let counter = Counter()
         let fetch: TokenCache.Fetch = { refresh async throws(AuthError) -> RegistryToken in
             let n = counter.next()
-            return RegistryToken(value: "token-\(n)", lifetime: .seconds(1), refreshToken: "refresh-\(n)")
+            return RegistryToken(value: "token-\(n)", lifetime: .seconds(10), refreshToken: "refresh-\(n)")
         }
         #expect(try await cache.token(for: key, fetch: fetch).value == "token-1")
-        try await Task.sleep(for: .milliseconds(600))  // past half its life, not yet expired
+        try await Task.sleep(for: .milliseconds(700))  // refresh due, not yet expired
         #expect(try await cache.token(for: key, fetch: fetch).value == "token-1")  // served while refreshing
-        try await Task.sleep(for: .milliseconds(100))
+        for _ in 0..<100 where counter.count < 2 { try await Task.sleep(for: .milliseconds(20)) }
         #expect(counter.count == 2)
         #expect(try await cache.token(for: key, fetch: fetch).value == "token-2")
     }
