@@ -23,6 +23,10 @@ let package = Package(
         .library(name: "OCIReference", targets: ["OCIReference"]),
         .library(name: "OCIConnectors", targets: ["OCIConnectors"]),
         .library(name: "OCIAuth", targets: ["OCIAuth"]),
+        .library(name: "OCIProxyToken", targets: ["OCIProxyToken"]),
+        .library(name: "OCIBlobForwarder", targets: ["OCIBlobForwarder"]),
+        .library(name: "OCIConnectorProxy", targets: ["OCIConnectorProxy"]),
+        .executable(name: "oci-connector-proxy", targets: ["oci-connector-proxy"]),
         .executable(name: "oci-connector-config", targets: ["oci-connector-config"]),
     ],
     dependencies: [
@@ -34,6 +38,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // Image references, digests, connector addresses and request routing. No dependencies,
@@ -62,10 +67,49 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Proxy tokens: Ed25519-signed JWTs scoped to connectors, actions and repositories.
+        .target(
+            name: "OCIProxyToken",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings
+        ),
+        // Streams bodies between the workload and the upstream, buffer by buffer.
+        .target(
+            name: "OCIBlobForwarder",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The proxy engine: routing, client authentication, header rewriting, forwarding.
+        .target(
+            name: "OCIConnectorProxy",
+            dependencies: [
+                "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken", "OCIBlobForwarder",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "oci-connector-proxy",
+            dependencies: [
+                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/oci-connector-proxy",
+            swiftSettings: testSettings
+        ),
         .executableTarget(
             name: "oci-connector-config",
             dependencies: [
-                "OCIReference", "OCIConnectors", "OCIAuth",
+                "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -107,7 +151,7 @@ let package = Package(
         // Runs the built executables as a user would.
         .testTarget(
             name: "CommandLineTests",
-            dependencies: ["oci-connector-config", "OCITestSupport"],
+            dependencies: ["oci-connector-config", "oci-connector-proxy", "OCITestSupport"],
             swiftSettings: testSettings
         ),
     ]

@@ -1,0 +1,359 @@
+import AsyncHTTPClient
+import Foundation
+public import Hummingbird
+public import Logging
+import HTTPTypes
+public import NIOCore
+import NIOHTTP1
+public import OCIAuth
+import OCIBlobForwarder
+public import OCIConnectors
+public import OCIProxyToken
+public import OCIReference
+
+/// The credential-injecting registry proxy: a Hummingbird responder that serves the distribution
+/// API for every connector, authenticates workloads with proxy tokens, and forwards each request
+/// to the connector's upstream with the connector's credentials, streaming bodies both ways.
+public final class ConnectorProxy: HTTPResponder, Sendable {
+    public typealias Context = BasicRequestContext
+
+    /// Settings beyond the connectors and keys.
+    public struct Configuration: Sendable {
+        /// Maps `Host` headers to connectors for the host form; `nil` serves the path form only.
+        public var hostPattern: ConnectorHostPattern?
+        /// How long one proxied request may take, body included.
+        public var requestTimeout: TimeAmount
+        /// Upstream token timing.
+        public var tokenCache: TokenCache.Configuration
+
+        /// Creates settings.
+        public init(hostPattern: ConnectorHostPattern? = nil, requestTimeout: TimeAmount = .hours(2),
+                    tokenCache: TokenCache.Configuration = .init()) {
+            self.hostPattern = hostPattern
+            self.requestTimeout = requestTimeout
+            self.tokenCache = tokenCache
+        }
+    }
+
+    struct Upstream: Sendable {
+        let client: UpstreamClient
+        let http: HTTPClient
+        /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
+        let passRedirects: Bool
+    }
+
+    private let upstreams: [ConnectorID: Upstream]
+    private let authenticator: ClientAuthenticator
+    private let configuration: Configuration
+    private let logger: Logger
+
+    /// Creates a proxy for the connectors in `catalog`, trusting tokens `verifier` accepts.
+    public init(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier, configuration: Configuration = .init(), logger: Logger) throws {
+        let tokens = TokenCache(configuration: configuration.tokenCache)
+        var upstreams: [ConnectorID: Upstream] = [:]
+        for (id, connector) in catalog.connectors {
+            let http = try UpstreamHTTPClient.make(for: connector)
+            upstreams[id] = Upstream(
+                client: UpstreamClient(connector: connector, httpClient: http, tokens: tokens, timeout: .seconds(30)),
+                http: http, passRedirects: connector.parameters["redirects"]?.lowercased() == "pass")
+        }
+        self.upstreams = upstreams
+        self.authenticator = ClientAuthenticator(verifier: verifier)
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Closes the upstream connections.
+    public func shutdown() async {
+        for upstream in upstreams.values { try? await upstream.http.shutdown() }
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let log = RequestLog(logger: logger, method: request.method.rawValue)
+        do {
+            return try await handle(request, log: log)
+        } catch let error as RegistryErrorResponse {
+            log.finish(status: Int(error.status.code), detail: error.code)
+            return error.response
+        }
+    }
+
+    private func handle(_ request: Request, log: RequestLog) async throws -> Response {
+        // Which connector, and what is asked of it.
+        let host = request.head.authority ?? "localhost"
+        let connectorID: ConnectorID?
+        let route: RegistryRoute
+        let prefix: String
+        do {
+            if let pattern = configuration.hostPattern, let id = pattern.connector(forHost: host) {
+                connectorID = id
+                route = try RegistryRoute(path: request.uri.path)
+                prefix = ""
+            } else {
+                let split = try ConnectorRoute(pathFormPath: request.uri.path)
+                connectorID = split.connector
+                route = split.route
+                prefix = split.connector.map(ConnectorProxyAddress.repositoryPrefix(for:)) ?? ""
+            }
+        } catch {
+            throw Self.routeError(error)
+        }
+        log.connector = connectorID?.description
+
+        // Who asks: checked before anything goes upstream.
+        let claims = try authenticator.claims(request)
+        guard let connectorID else {
+            return Self.versionCheck()  // `/v2/`: any valid token may log in.
+        }
+        let repository: String?
+        if case .repository(let name, let endpoint) = route {
+            repository = name
+            log.repository = name
+            log.endpoint = endpoint.path
+        } else {
+            repository = nil
+            log.endpoint = route == .catalog ? "_catalog" : "/"
+        }
+        let action = Self.action(request.method, route)
+        guard claims.allows(connector: connectorID.description, action: action, repository: repository) else {
+            throw RegistryErrorResponse(
+                .forbidden, "DENIED", "the token does not allow \(action) on \(repository ?? "this connector") through \(connectorID)")
+        }
+        guard let upstream = upstreams[connectorID] else {
+            throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connectorID) is configured")
+        }
+        if route == .base { return Self.versionCheck() }
+
+        // The upstream request.
+        let query = try Self.upstreamQuery(request.uri.query, route: route, prefix: prefix, connector: connectorID)
+        let path: String
+        switch route {
+        case .base: path = "/v2/"
+        case .catalog: path = "/v2/_catalog"
+        case .repository(let name, let endpoint): path = "/v2/\(name)/\(endpoint.path)"
+        }
+        var outbound = HTTPClientRequest(url: upstream.client.url(path + (query.map { "?" + $0 } ?? "")))
+        outbound.method = HTTPMethod(rawValue: request.method.rawValue)
+        outbound.headers = Self.forwardableHeaders(request.headers)
+        let length = request.headers[.contentLength].flatMap(Int.init)
+        let hasBody = request.headers[.transferEncoding] != nil || (length ?? 0) > 0
+        if hasBody {
+            outbound.body = BlobForwarder.upstreamBody(from: request.body, length: length, counter: log.bytesIn)
+        } else if [.put, .post, .patch].contains(request.method) {
+            outbound.body = .bytes(ByteBuffer())
+        }
+        let scopes = ScopeHints.scopes(method: request.method.rawValue, route: route, mountFrom: query.flatMap(Self.mountSource))
+
+        var response: HTTPClientResponse
+        do {
+            response = try await upstream.client.execute(outbound, scopes: scopes, replayable: !hasBody)
+            if (300..<400).contains(response.status.code), !upstream.passRedirects,
+               request.method == .get || request.method == .head {
+                response = try await follow(response, from: outbound, upstream: upstream)
+            }
+        } catch {
+            throw RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(upstream.client.connector.address.registryName): \(error.reason)")
+        }
+        if response.status == .unauthorized {
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+            throw RegistryErrorResponse(
+                .forbidden, "DENIED",
+                "the upstream registry \(upstream.client.connector.address.registryName) refused the connector's credentials for \(scopes)")
+        }
+        return respond(with: response, to: request, host: host, prefix: prefix, upstream: upstream, log: log)
+    }
+
+    /// Relays the upstream's answer, with its locations rewritten for the client.
+    private func respond(with response: HTTPClientResponse, to request: Request, host: String, prefix: String,
+                         upstream: Upstream, log: RequestLog) -> Response {
+        let rewriter = HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
+        var headers = HTTPFields()
+        for header in response.headers {
+            let name = header.name.lowercased()
+            guard !HeaderRewriter.hopByHop.contains(name), name != "www-authenticate",
+                  let fieldName = HTTPField.Name(header.name) else { continue }
+            switch name {
+            case "location": headers.append(HTTPField(name: fieldName, value: rewriter.location(header.value) ?? header.value))
+            case "link": headers.append(HTTPField(name: fieldName, value: rewriter.link(header.value)))
+            default: headers.append(HTTPField(name: fieldName, value: header.value))
+            }
+        }
+        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
+        let length = response.headers.first(name: "Content-Length").flatMap(Int.init)
+        if request.method == .head || length == 0 || status.code == 204 || status.code == 304 {
+            if let length { headers[.contentLength] = String(length) }
+            log.finish(status: status.code)
+            return Response(status: status, headers: headers, body: ResponseBody())
+        }
+        let body = BlobForwarder.clientBody(from: response.body, length: length, counter: log.bytesOut) { error in
+            log.finish(status: status.code, detail: error.map { "aborted: \(type(of: $0))" })
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    /// Follows an upstream redirect (registries send blob GETs to object storage), sending
+    /// credentials only back to the upstream's own origin.
+    private func follow(_ first: HTTPClientResponse, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
+        var response = first
+        var current = request
+        for _ in 0..<5 {
+            guard (300..<400).contains(response.status.code), let location = response.headers.first(name: "Location") else { return response }
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+            let target = location.hasPrefix("/") ? upstream.client.url(location) : location
+            current.url = target
+            current.headers.remove(name: "Authorization")
+            if target.hasPrefix(upstream.client.connector.address.baseURL + "/") {
+                let scopes = ScopeSet.empty
+                response = try await upstream.client.execute(current, scopes: scopes, replayable: true)
+            } else {
+                do {
+                    response = try await upstream.http.execute(current, timeout: configuration.requestTimeout)
+                } catch {
+                    throw AuthError(.unreachable, "the redirect target is unreachable")
+                }
+            }
+        }
+        return response
+    }
+
+    // MARK: - Pieces
+
+    static func versionCheck() -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/json", HTTPField.Name("Docker-Distribution-API-Version")!: "registry/2.0"],
+            body: .init(byteBuffer: ByteBuffer(string: "{}")))
+    }
+
+    /// `pull` to read, `delete` to delete manifests and blobs, `push` for everything else.
+    static func action(_ method: HTTPRequest.Method, _ route: RegistryRoute) -> String {
+        switch method {
+        case .get, .head: return "pull"
+        case .delete:
+            if case .repository(_, .upload) = route { return "push" }
+            return "delete"
+        default: return "push"
+        }
+    }
+
+    /// The query for the upstream: `from` (cross-repository mount) must name a repository of the
+    /// same connector and loses the connector prefix.
+    static func upstreamQuery(_ query: String?, route: RegistryRoute, prefix: String, connector: ConnectorID) throws(RegistryErrorResponse) -> String? {
+        guard let query, !query.isEmpty else { return nil }
+        guard case .repository(_, .uploadStart) = route, !prefix.isEmpty else { return query }
+        let parts = query.split(separator: "&", omittingEmptySubsequences: false).map { part -> Result<String, RegistryErrorResponse> in
+            guard part.hasPrefix("from=") else { return .success(String(part)) }
+            let value = String(part.dropFirst(5)).removingPercentEncoding ?? ""
+            guard value.hasPrefix(prefix + "/") else {
+                return .failure(RegistryErrorResponse(
+                    .forbidden, "DENIED", "a blob can only be mounted from another repository of connector \(connector)"))
+            }
+            return .success("from=" + value.dropFirst(prefix.count + 1))
+        }
+        var rewritten: [String] = []
+        for part in parts {
+            switch part {
+            case .success(let value): rewritten.append(value)
+            case .failure(let error): throw error
+            }
+        }
+        return rewritten.joined(separator: "&")
+    }
+
+    static func mountSource(_ query: String) -> String? {
+        query.split(separator: "&").first { $0.hasPrefix("from=") }.map { String($0.dropFirst(5)) }
+    }
+
+    /// The client's headers minus hop-by-hop ones and those named by `Connection`.
+    static func forwardableHeaders(_ fields: HTTPFields) -> HTTPHeaders {
+        let named = Set((fields[.connection] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+        var headers = HTTPHeaders()
+        for field in fields {
+            let name = field.name.canonicalName
+            guard !HeaderRewriter.hopByHop.contains(name), !named.contains(name) else { continue }
+            headers.add(name: field.name.rawName, value: field.value)
+        }
+        return headers
+    }
+
+    static func routeError(_ error: ReferenceError) -> RegistryErrorResponse {
+        switch error.code {
+        case .invalidDigest: RegistryErrorResponse(.badRequest, "DIGEST_INVALID", error.reason)
+        case .invalidTag: RegistryErrorResponse(.badRequest, "TAG_INVALID", error.reason)
+        case .invalidUploadID: RegistryErrorResponse(.notFound, "BLOB_UPLOAD_UNKNOWN", error.reason)
+        case .invalidConnector: RegistryErrorResponse(.notFound, "NAME_UNKNOWN", error.reason)
+        case .unknownRoute: RegistryErrorResponse(.notFound, "UNSUPPORTED", error.reason)
+        default: RegistryErrorResponse(.badRequest, "NAME_INVALID", error.reason)
+        }
+    }
+}
+
+/// One log line per request, written when the response body is done.
+final class RequestLog: Sendable {
+    let id = String(UUID().uuidString.prefix(8)).lowercased()
+    let logger: Logger
+    let method: String
+    let started = ContinuousClock.now
+    let bytesIn = ByteCounter()
+    let bytesOut = ByteCounter()
+    private let fields = Locked(Fields())
+
+    struct Fields {
+        var connector: String?
+        var repository: String?
+        var endpoint: String?
+        var finished = false
+    }
+
+    init(logger: Logger, method: String) {
+        self.logger = logger
+        self.method = method
+    }
+
+    var connector: String? {
+        get { fields.withLock { $0.connector } }
+        set { fields.withLock { $0.connector = newValue } }
+    }
+
+    var repository: String? {
+        get { fields.withLock { $0.repository } }
+        set { fields.withLock { $0.repository = newValue } }
+    }
+
+    var endpoint: String? {
+        get { fields.withLock { $0.endpoint } }
+        set { fields.withLock { $0.endpoint = newValue } }
+    }
+
+    func finish(status: Int, detail: String? = nil) {
+        let snapshot = fields.withLock { fields -> Fields? in
+            guard !fields.finished else { return nil }
+            fields.finished = true
+            return fields
+        }
+        guard let snapshot else { return }
+        let elapsed = ContinuousClock.now - started
+        var metadata: Logger.Metadata = [
+            "request_id": "\(id)", "method": "\(method)", "status": "\(status)",
+            "connector": "\(snapshot.connector ?? "-")", "repository": "\(snapshot.repository ?? "-")",
+            "endpoint": "\(snapshot.endpoint ?? "-")", "bytes_in": "\(bytesIn.value)", "bytes_out": "\(bytesOut.value)",
+            "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+        ]
+        if let detail { metadata["detail"] = "\(detail)" }
+        logger.info("request", metadata: metadata)
+    }
+}
+
+/// A value behind a lock.
+final class Locked<Value>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+}

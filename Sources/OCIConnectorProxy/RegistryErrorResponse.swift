@@ -1,0 +1,47 @@
+import Foundation
+public import Hummingbird
+public import HTTPTypes
+
+/// Errors in the distribution API's own format: `{"errors":[{"code":…,"message":…}]}`.
+public struct RegistryErrorResponse: Error, Sendable {
+    /// The HTTP status.
+    public let status: HTTPResponse.Status
+    /// The distribution error code, such as `NAME_INVALID`.
+    public let code: String
+    /// A message for people. Never holds a credential or a token.
+    public let message: String
+    /// Extra headers, such as a challenge.
+    public var headers: HTTPFields = [:]
+
+    /// Creates an error response.
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    /// The response to send.
+    public var response: Response {
+        var headers = self.headers
+        headers[.contentType] = "application/json"
+        headers[HTTPField.Name("Docker-Distribution-API-Version")!] = "registry/2.0"
+        let body = #"{"errors":[{"code":"\#(code)","message":"\#(Self.escape(message))"}]}"#
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body + "\n")))
+    }
+
+    static func escape(_ text: String) -> String {
+        var output = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": output += "\\\""
+            case "\\": output += "\\\\"
+            case "\n": output += "\\n"
+            case "\r": output += "\\r"
+            case "\t": output += "\\t"
+            case _ where scalar.value < 0x20: output += String(format: "\\u%04x", scalar.value)
+            default: output.unicodeScalars.append(scalar)
+            }
+        }
+        return output
+    }
+}

@@ -1,0 +1,114 @@
+import Crypto
+public import Foundation
+
+/// What a proxy token allows: which connectors, which actions, optionally which repositories, and
+/// until when.
+///
+/// Tokens are JWTs signed with Ed25519 (`alg: EdDSA`), so they can be inspected with any JWT tool;
+/// the proxy holds only verification keys.
+public struct ProxyTokenClaims: Codable, Hashable, Sendable {
+    /// Who the token was minted for (`sub`).
+    public var subject: String
+    /// Connectors it may use, as `namespace/name`.
+    public var connectors: [String]
+    /// Actions it may perform: `pull`, `push`, `delete`.
+    public var actions: [String]
+    /// Upstream repository patterns (`*` matches within one path element, `**` across elements);
+    /// `nil` allows every repository.
+    public var repositories: [String]?
+    /// Issued at, not before, expires (seconds since 1970).
+    public var issuedAt: Int
+    public var notBefore: Int
+    public var expiresAt: Int
+    /// A unique identifier (`jti`).
+    public var id: String
+
+    /// The audience every proxy token carries.
+    public static let audience = "oci-connector-proxy"
+
+    enum CodingKeys: String, CodingKey {
+        case subject = "sub", connectors, actions, repositories, issuedAt = "iat", notBefore = "nbf", expiresAt = "exp"
+        case id = "jti", audience = "aud", issuer = "iss"
+    }
+
+    /// Creates claims valid from `now` for `lifetime` seconds.
+    public init(subject: String, connectors: [String], actions: [String], repositories: [String]? = nil,
+                lifetime: Int, now: Date = Date(), id: String = UUID().uuidString) {
+        let issued = Int(now.timeIntervalSince1970)
+        self.subject = subject
+        self.connectors = connectors.sorted()
+        self.actions = Array(Set(actions)).sorted()
+        self.repositories = repositories
+        self.issuedAt = issued
+        self.notBefore = issued - 30  // Tolerates small clock differences between minter and proxy.
+        self.expiresAt = issued + lifetime
+        self.id = id
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        guard try container.decode(String.self, forKey: .audience) == Self.audience else {
+            throw DecodingError.dataCorruptedError(forKey: .audience, in: container, debugDescription: "wrong audience")
+        }
+        subject = try container.decode(String.self, forKey: .subject)
+        connectors = try container.decode([String].self, forKey: .connectors)
+        actions = try container.decode([String].self, forKey: .actions)
+        repositories = try container.decodeIfPresent([String].self, forKey: .repositories)
+        issuedAt = try container.decode(Int.self, forKey: .issuedAt)
+        notBefore = try container.decode(Int.self, forKey: .notBefore)
+        expiresAt = try container.decode(Int.self, forKey: .expiresAt)
+        id = try container.decode(String.self, forKey: .id)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(Self.audience, forKey: .audience)
+        try container.encode("oci-connector", forKey: .issuer)
+        try container.encode(subject, forKey: .subject)
+        try container.encode(connectors, forKey: .connectors)
+        try container.encode(actions, forKey: .actions)
+        try container.encodeIfPresent(repositories, forKey: .repositories)
+        try container.encode(issuedAt, forKey: .issuedAt)
+        try container.encode(notBefore, forKey: .notBefore)
+        try container.encode(expiresAt, forKey: .expiresAt)
+        try container.encode(id, forKey: .id)
+    }
+
+    /// Whether these claims allow `action` on `repository` through `connector`.
+    public func allows(connector: String, action: String, repository: String?) -> Bool {
+        guard connectors.contains(connector), actions.contains(action) else { return false }
+        guard let repository, let repositories else { return true }
+        return repositories.contains { RepositoryPattern.matches($0, repository) }
+    }
+}
+
+/// Glob matching for repository names: `*` stays within one path element, `**` crosses them.
+enum RepositoryPattern {
+    static func matches(_ pattern: String, _ name: String) -> Bool {
+        matches(Array(pattern.utf8)[...], Array(name.utf8)[...])
+    }
+
+    private static func matches(_ pattern: ArraySlice<UInt8>, _ name: ArraySlice<UInt8>) -> Bool {
+        guard let first = pattern.first else { return name.isEmpty }
+        if first == UInt8(ascii: "*") {
+            let crossesSlash = pattern.dropFirst().first == UInt8(ascii: "*")
+            let rest = pattern.dropFirst(crossesSlash ? 2 : 1)
+            var index = name.startIndex
+            while true {
+                if matches(rest, name[index...]) { return true }
+                guard index < name.endIndex, crossesSlash || name[index] != UInt8(ascii: "/") else { return false }
+                index += 1
+            }
+        }
+        guard let head = name.first, head == first else { return false }
+        return matches(pattern.dropFirst(), name.dropFirst())
+    }
+}
+
+/// Why a proxy token was not accepted. Messages never include the token.
+public struct ProxyTokenError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The reason, for the client's error body and the log.
+    public let reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}

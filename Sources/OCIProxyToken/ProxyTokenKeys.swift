@@ -1,0 +1,167 @@
+import Crypto
+public import Foundation
+
+/// An Ed25519 key pair that mints proxy tokens, stored as a JSON Web Key (RFC 8037).
+public struct ProxyTokenSigner: Sendable {
+    /// The key identifier, carried in each token's `kid` header.
+    public let keyID: String
+    let key: Curve25519.Signing.PrivateKey
+
+    /// A new random key.
+    public init() {
+        key = Curve25519.Signing.PrivateKey()
+        keyID = JWK.thumbprint(key.publicKey)
+    }
+
+    /// Reads a signing key from its JWK file.
+    public init(contentsOf url: URL) throws(ProxyTokenError) {
+        let jwk = try JWK.read(url)
+        guard let d = jwk.d, let raw = Base64URL.decode(d), let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw) else {
+            throw ProxyTokenError("\(url.path) is not an Ed25519 signing key (a JWK with \"d\")")
+        }
+        self.key = key
+        self.keyID = jwk.kid ?? JWK.thumbprint(key.publicKey)
+    }
+
+    /// The matching verification key.
+    public var verificationKey: ProxyTokenVerificationKey {
+        ProxyTokenVerificationKey(keyID: keyID, key: key.publicKey)
+    }
+
+    /// The signing key as a JWK document (holds the private key: store it with mode 0600).
+    public var jwk: Data { JWK.encode(key.publicKey, privateKey: key, kid: keyID) }
+
+    /// A signed token carrying `claims`.
+    public func sign(_ claims: ProxyTokenClaims) -> String {
+        let header = #"{"alg":"EdDSA","kid":"\#(keyID)","typ":"JWT"}"#
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let payload = try! encoder.encode(claims)
+        let input = Base64URL.encode(Data(header.utf8)) + "." + Base64URL.encode(payload)
+        let signature = try! key.signature(for: Data(input.utf8))
+        return input + "." + Base64URL.encode(signature)
+    }
+}
+
+/// A public key that verifies proxy tokens.
+public struct ProxyTokenVerificationKey: Sendable {
+    /// The key identifier.
+    public let keyID: String
+    let key: Curve25519.Signing.PublicKey
+
+    /// The key as a JWK document.
+    public var jwk: Data { JWK.encode(key, privateKey: nil, kid: keyID) }
+
+    /// Reads a verification key (or the public half of a signing key) from a JWK file.
+    public init(contentsOf url: URL) throws(ProxyTokenError) {
+        let jwk = try JWK.read(url)
+        guard let raw = Base64URL.decode(jwk.x), let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw) else {
+            throw ProxyTokenError("\(url.path) is not an Ed25519 JWK")
+        }
+        self.key = key
+        self.keyID = jwk.kid ?? JWK.thumbprint(key)
+    }
+
+    init(keyID: String, key: Curve25519.Signing.PublicKey) {
+        self.keyID = keyID
+        self.key = key
+    }
+}
+
+/// Checks proxy tokens against a set of verification keys (several, for rotation).
+public struct ProxyTokenVerifier: Sendable {
+    let keys: [String: Curve25519.Signing.PublicKey]
+
+    /// A verifier trusting `keys`.
+    public init(keys: [ProxyTokenVerificationKey]) {
+        self.keys = Dictionary(keys.map { ($0.keyID, $0.key) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Loads every `.jwk`/`.json` key at `path` (a file or a directory).
+    public static func load(from path: String) throws(ProxyTokenError) -> ProxyTokenVerifier {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ProxyTokenError("\(path) does not exist")
+        }
+        let files = isDirectory.boolValue
+            ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
+                .filter { $0.hasSuffix(".jwk") || $0.hasSuffix(".json") }.sorted()
+                .map { URL(fileURLWithPath: path).appendingPathComponent($0) }
+            : [URL(fileURLWithPath: path)]
+        var keys: [ProxyTokenVerificationKey] = []
+        for file in files { keys.append(try ProxyTokenVerificationKey(contentsOf: file)) }
+        guard !keys.isEmpty else { throw ProxyTokenError("no verification keys in \(path)") }
+        return ProxyTokenVerifier(keys: keys)
+    }
+
+    /// The claims of a token whose signature, audience and validity period check out.
+    public func verify(_ token: String, now: Date = Date()) throws(ProxyTokenError) -> ProxyTokenClaims {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let headerData = Base64URL.decode(String(parts[0])),
+              let payload = Base64URL.decode(String(parts[1])), let signature = Base64URL.decode(String(parts[2])),
+              let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
+        else { throw ProxyTokenError("the token is not a JWT") }
+        guard header["alg"] as? String == "EdDSA" else { throw ProxyTokenError("the token is not signed with EdDSA") }
+        let candidates = (header["kid"] as? String).flatMap { keys[$0].map { [$0] } } ?? Array(keys.values)
+        let input = Data(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
+        guard candidates.contains(where: { $0.isValidSignature(signature, for: input) }) else {
+            throw ProxyTokenError("the token's signature does not match any trusted key")
+        }
+        guard let claims = try? JSONDecoder().decode(ProxyTokenClaims.self, from: payload) else {
+            throw ProxyTokenError("the token's claims are not those of a proxy token")
+        }
+        let seconds = Int(now.timeIntervalSince1970)
+        guard seconds < claims.expiresAt else { throw ProxyTokenError("the token has expired") }
+        guard seconds >= claims.notBefore else { throw ProxyTokenError("the token is not valid yet") }
+        return claims
+    }
+}
+
+/// RFC 7515 base64url without padding.
+enum Base64URL {
+    static func encode(_ data: some DataProtocol) -> String {
+        Data(data).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ text: String) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        guard !base64.contains("=") else { return nil }
+        while base64.utf8.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+}
+
+/// Ed25519 keys as JSON Web Keys (RFC 8037), identified by their RFC 7638 thumbprint.
+enum JWK {
+    struct Document: Codable {
+        var kty: String
+        var crv: String
+        var x: String
+        var d: String?
+        var kid: String?
+    }
+
+    static func read(_ url: URL) throws(ProxyTokenError) -> Document {
+        guard let data = try? Data(contentsOf: url) else { throw ProxyTokenError("cannot read \(url.path)") }
+        guard let document = try? JSONDecoder().decode(Document.self, from: data),
+              document.kty == "OKP", document.crv == "Ed25519"
+        else { throw ProxyTokenError("\(url.path) is not an Ed25519 JWK") }
+        return document
+    }
+
+    static func encode(_ publicKey: Curve25519.Signing.PublicKey, privateKey: Curve25519.Signing.PrivateKey?, kid: String) -> Data {
+        let document = Document(
+            kty: "OKP", crv: "Ed25519", x: Base64URL.encode(publicKey.rawRepresentation),
+            d: privateKey.map { Base64URL.encode($0.rawRepresentation) }, kid: kid)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        return try! encoder.encode(document) + Data("\n".utf8)
+    }
+
+    static func thumbprint(_ key: Curve25519.Signing.PublicKey) -> String {
+        let canonical = #"{"crv":"Ed25519","kty":"OKP","x":"\#(Base64URL.encode(key.rawRepresentation))"}"#
+        return Base64URL.encode(Data(SHA256.hash(data: Data(canonical.utf8))))
+    }
+}

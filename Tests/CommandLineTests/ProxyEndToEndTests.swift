@@ -1,0 +1,217 @@
+import Foundation
+import OCITestSupport
+import Testing
+
+/// The proxy as workloads use it: real registries behind it, real clients and plain HTTP in
+/// front, proxy tokens minted with the CLI.
+@Suite("oci-connector-proxy end to end", .serialized)
+struct ProxyEndToEndTests {
+    enum Upstream: String, CaseIterable, Sendable {
+        case anonymous, basic, token
+    }
+
+    /// A proxy in front of one shared registry, with the connector `team-a/up`.
+    static func proxy(for kind: Upstream, extraArguments: [String] = []) async throws -> (ProxyProcess, TestRegistry, TokenIssuer?) {
+        let yaml: String
+        let registry: TestRegistry
+        var issuer: TokenIssuer?
+        switch kind {
+        case .anonymous:
+            registry = try await SharedRegistries.shared.anonymous()
+            yaml = ConnectorYAML.connector(name: "up", address: registry.url)
+        case .basic:
+            registry = try await SharedRegistries.shared.basic()
+            yaml = ConnectorYAML.connector(name: "up", address: registry.url, username: "alice", password: "alice-secret")
+        case .token:
+            (registry, issuer) = try await SharedRegistries.shared.token()
+            yaml = ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
+        }
+        let other = "---\n" + ConnectorYAML.connector(name: "other", address: registry.url)
+        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml + other, extraArguments: extraArguments)
+        return (proxy, registry, issuer)
+    }
+
+    static func seed(_ registry: TestRegistry, _ kind: Upstream, _ issuer: TokenIssuer?, repository: String, layerSize: Int = 4096) throws -> TestImage {
+        let image = TestImage(layerSize: layerSize, seed: UInt8.random(in: 1...200))
+        let user: (String, String)? = switch kind {
+        case .anonymous: nil
+        case .basic: SharedRegistries.basicUser
+        case .token: SharedRegistries.robotUser
+        }
+        try Seeder.push(image, to: registry, repository: repository, tag: "v1", user: user, issuer: issuer)
+        return image
+    }
+
+    @discardableResult
+    static func skopeo(_ arguments: [String]) throws -> String {
+        try runCommand("/usr/bin/skopeo", arguments)
+    }
+
+    @Test(arguments: Upstream.allCases)
+    func skopeoCopiesInspectsListsAndDeletesThroughTheProxy(_ kind: Upstream) async throws {
+        let (proxy, registry, issuer) = try await Self.proxy(for: kind)
+        defer { proxy.stop() }
+        _ = try Self.seed(registry, kind, issuer, repository: "e2e-\(kind)/src", layerSize: 300_000)
+        let token = try proxy.token()
+        let prefix = "\(proxy.host)/namespaces/team-a/connectors/up"
+        let creds = ["--src-creds", "ci:\(token)", "--dest-creds", "ci:\(token)", "--src-tls-verify=false", "--dest-tls-verify=false"]
+
+        // Registry to registry, through the proxy both ways.
+        try Self.skopeo(["copy"] + creds + ["docker://\(prefix)/e2e-\(kind)/src:v1", "docker://\(prefix)/e2e-\(kind)/dst:v2"])
+        let inspected = try Self.skopeo(["inspect", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/dst:v2"])
+        #expect(inspected.contains("\"Name\": \"\(prefix)/e2e-\(kind)/dst\""))
+        let tags = try Self.skopeo(["list-tags", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/dst"])
+        #expect(tags.contains("\"v2\""))
+
+        // Out to a directory and back in under another name.
+        let directory = try Loopback.temporaryDirectory("skopeo-dir")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Self.skopeo(["copy", "--src-tls-verify=false", "--src-creds", "ci:\(token)",
+                         "docker://\(prefix)/e2e-\(kind)/dst:v2", "dir:\(directory.path)/image"])
+        #expect(FileManager.default.fileExists(atPath: "\(directory.path)/image/manifest.json"))
+        try Self.skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", "ci:\(token)",
+                         "dir:\(directory.path)/image", "docker://\(prefix)/e2e-\(kind)/back:v3"])
+
+        // Delete, then it is gone.
+        try Self.skopeo(["delete", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/back:v3"])
+        #expect(throws: (any Error).self) {
+            try Self.skopeo(["inspect", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/back:v3"])
+        }
+
+        // The registry's credentials never reach the client or the log.
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("status=201"))
+        for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
+    }
+
+    @Test func loginProbeAndTokenErrorsComeBeforeAnyUpstreamCall() async throws {
+        let (proxy, _, issuer) = try await Self.proxy(for: .token)
+        defer { proxy.stop() }
+        let base = "http://\(proxy.host)"
+        let manifest = "\(base)/v2/namespaces/team-a/connectors/up/e2e/app/manifests/v1"
+        let before = issuer!.counts.total
+
+        let anonymous = try Curl.request("GET", "\(base)/v2/")
+        #expect(anonymous.status == 401)
+        #expect(anonymous.header("WWW-Authenticate")?.hasPrefix("Basic realm=") == true)
+        #expect(anonymous.text.contains(#""code":"UNAUTHORIZED""#))
+        #expect(try Curl.request("GET", "\(base)/v2/", token: proxy.token()).status == 200)
+        #expect(try Curl.request("GET", "\(base)/v2/namespaces/team-a/connectors/up/", token: proxy.token()).status == 200)
+        let bearer = try Curl.request("GET", "\(base)/v2/", headers: ["Authorization": "Bearer \(proxy.token())"])
+        #expect(bearer.status == 200)
+
+        let cases: [(String?, Int, String)] = [
+            (nil, 401, "UNAUTHORIZED"),
+            ("not-a-token", 401, "UNAUTHORIZED"),
+            (try proxy.token(ttl: "1s"), 401, "UNAUTHORIZED"),  // expired by the time it is used
+            (try otherSigner(proxy), 401, "UNAUTHORIZED"),
+            (try proxy.token(connector: "team-a/other"), 403, "DENIED"),
+            (try proxy.token(actions: "push"), 403, "DENIED"),
+        ]
+        try await Task.sleep(for: .seconds(2))
+        for (token, status, code) in cases {
+            let response = try Curl.request("GET", manifest, token: token)
+            #expect(response.status == status, "\(response.text)")
+            #expect(response.text.contains(#""code":"\#(code)""#), "\(response.text)")
+        }
+        let pullOnly = try Curl.request("DELETE", manifest, token: proxy.token(actions: "pull"))
+        #expect(pullOnly.status == 403)
+        #expect(issuer!.counts.total == before, "a refused request reached the token server")
+    }
+
+    func otherSigner(_ proxy: ProxyProcess) throws -> String {
+        let directory = try Loopback.temporaryDirectory("other-keys")
+        try runCommand(proxy.binDirectory.appendingPathComponent("oci-connector-config").path,
+                       ["keys", "generate", "--out", directory.path])
+        return try proxy.token(signingKey: directory.appendingPathComponent("signing-key.jwk").path)
+    }
+
+    @Test func uploadLocationsAndRangeReadsAndMounts() async throws {
+        let (proxy, registry, issuer) = try await Self.proxy(for: .token)
+        defer { proxy.stop() }
+        let image = try Self.seed(registry, .token, issuer, repository: "e2e/mount-src", layerSize: 10_000)
+        let token = try proxy.token()
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
+
+        // The upload Location names the proxy and the prefixed repository, and keeps _state.
+        let started = try Curl.request("POST", "\(base)/e2e/upload/blobs/uploads/", token: token)
+        #expect(started.status == 202)
+        let location = try #require(started.header("Location"))
+        #expect(location.hasPrefix("http://\(proxy.host)/v2/namespaces/team-a/connectors/up/e2e/upload/blobs/uploads/"), "\(location)")
+        #expect(location.contains("_state="))
+        #expect(!location.contains(registry.host))
+        let blob = Data("a small blob".utf8)
+        let finished = try Curl.request(
+            "PUT", location + "&digest=\(sha256Digest(blob))", headers: ["Content-Type": "application/octet-stream"], token: token, data: blob)
+        #expect(finished.status == 201, "\(finished.text)")
+
+        // Range reads of a blob.
+        let layerDigest = sha256Digest(image.layer)
+        let ranged = try Curl.request("GET", "\(base)/e2e/mount-src/blobs/\(layerDigest)", headers: ["Range": "bytes=100-199"], token: token)
+        #expect(ranged.status == 206)
+        #expect(ranged.body == image.layer[100..<200])
+
+        // Mount from a repository of the same connector; refuse one of another connector.
+        let mounted = try Curl.request(
+            "POST", "\(base)/e2e/mount-dst/blobs/uploads/?mount=\(layerDigest)&from=namespaces/team-a/connectors/up/e2e/mount-src",
+            token: token)
+        #expect(mounted.status == 201, "\(mounted.text)")
+        #expect(try Curl.request("HEAD", "\(base)/e2e/mount-dst/blobs/\(layerDigest)", token: token).status == 200)
+        let foreign = try Curl.request(
+            "POST", "\(base)/e2e/mount-dst/blobs/uploads/?mount=\(layerDigest)&from=namespaces/team-a/connectors/other/x",
+            token: token)
+        #expect(foreign.status == 403)
+
+        // HEAD manifest carries the upstream's length and digest.
+        let head = try Curl.request("HEAD", "\(base)/e2e/mount-src/manifests/v1",
+                                    headers: ["Accept": TestImage.manifestMediaType], token: token)
+        #expect(head.status == 200)
+        #expect(head.header("Content-Length") == "\(image.manifest.count)")
+        #expect(head.header("Docker-Content-Digest") == image.manifestDigest)
+    }
+
+    @Test func catalogPaginationLinksAreRewritten() async throws {
+        let (proxy, registry, _) = try await Self.proxy(for: .anonymous)
+        defer { proxy.stop() }
+        for name in ["e2e-page/a", "e2e-page/b"] { _ = try Self.seed(registry, .anonymous, nil, repository: name) }
+        let response = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/_catalog?n=1", token: proxy.token())
+        #expect(response.status == 200)
+        let link = try #require(response.header("Link"))
+        #expect(link.hasPrefix("<http://\(proxy.host)/v2/namespaces/team-a/connectors/up/_catalog?"), "\(link)")
+        #expect(link.hasSuffix(#"rel="next""#))
+    }
+
+    @Test func hostFormRoutesByTheHostHeader() async throws {
+        let (proxy, registry, _) = try await Self.proxy(for: .anonymous, extraArguments: ["--host-pattern", "c-{name}.{namespace}.proxy.test"])
+        defer { proxy.stop() }
+        let image = try Self.seed(registry, .anonymous, nil, repository: "e2e-host/app")
+        let response = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/e2e-host/app/manifests/v1",
+            headers: ["Host": "c-up.team-a.proxy.test", "Accept": TestImage.manifestMediaType], token: proxy.token())
+        #expect(response.status == 200, "\(response.text)")
+        #expect(response.body == image.manifest)
+    }
+
+    @Test func manyLayersMakeOneUpstreamTokenRequestPerScope() async throws {
+        let (registry, issuer) = try await TokenAuthRegistry.start()
+        defer { registry.stop(); issuer.stop() }
+        let yaml = ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
+        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
+        defer { proxy.stop() }
+        // Ten images' worth of blobs under one repository.
+        for seed in 1...10 {
+            try Seeder.push(TestImage(layerSize: 50_000, seed: UInt8(seed)), to: registry, repository: "many/app", tag: "v\(seed)",
+                            user: SharedRegistries.robotUser, issuer: issuer)
+        }
+        let before = issuer.counts.total
+        let token = try proxy.token()
+        let directory = try Loopback.temporaryDirectory("many")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for seed in 1...10 {
+            try Self.skopeo(["copy", "--src-tls-verify=false", "--src-creds", "ci:\(token)",
+                             "docker://\(proxy.host)/namespaces/team-a/connectors/up/many/app:v\(seed)", "dir:\(directory.path)/\(seed)"])
+        }
+        #expect(issuer.counts.total - before == 1, "scopes requested: \(issuer.scopesRequested.suffix(5))")
+    }
+}

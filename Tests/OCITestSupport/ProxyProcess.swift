@@ -1,0 +1,87 @@
+import Foundation
+
+/// The built `oci-connector-proxy`, started as a workload's platform team would run it, with
+/// fresh token keys.
+public final class ProxyProcess: Sendable {
+    public let port: Int
+    public let directory: URL
+    private let process: Process
+    /// The folder with the built executables.
+    public let binDirectory: URL
+
+    /// `127.0.0.1:PORT`.
+    public var host: String { "127.0.0.1:\(port)" }
+    /// The signing key's path.
+    public var signingKey: String { directory.appendingPathComponent("keys/signing-key.jwk").path }
+    /// Where the proxy writes its log.
+    public var logFile: URL { directory.appendingPathComponent("proxy.log") }
+
+    /// Starts a proxy in front of the connectors in `connectorsYAML`.
+    public static func start(binDirectory: URL, connectorsYAML: String, extraArguments: [String] = []) async throws -> ProxyProcess {
+        let directory = try Loopback.temporaryDirectory("proxy")
+        let connectors = directory.appendingPathComponent("connectors.yaml")
+        try connectorsYAML.write(to: connectors, atomically: true, encoding: .utf8)
+        try runCommand(binDirectory.appendingPathComponent("oci-connector-config").path,
+                       ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
+
+        let process = Process()
+        process.executableURL = binDirectory.appendingPathComponent("oci-connector-proxy")
+        process.arguments = [
+            "--connectors", connectors.path, "--listen", "127.0.0.1:0",
+            "--token-keys", directory.appendingPathComponent("keys/verification-key.jwk").path,
+        ] + extraArguments
+        let output = Pipe()
+        process.standardOutput = output
+        let log = directory.appendingPathComponent("proxy.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
+        try process.run()
+        ChildProcesses.track(process)
+
+        // The proxy prints "listening on HOST:PORT" once it is serving.
+        let line = await Task.detached { () -> String in
+            var data = Data()
+            while !data.contains(UInt8(ascii: "\n")) {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                data += chunk
+            }
+            return String(decoding: data, as: UTF8.self)
+        }.value
+        guard let portText = line.split(separator: ":").last?.trimmingCharacters(in: .whitespacesAndNewlines),
+              let port = Int(portText) else {
+            let logText = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            throw TestSupportError("the proxy did not start: \(line) \(logText.suffix(800))")
+        }
+        return ProxyProcess(port: port, directory: directory, process: process, binDirectory: binDirectory)
+    }
+
+    private init(port: Int, directory: URL, process: Process, binDirectory: URL) {
+        self.port = port
+        self.directory = directory
+        self.process = process
+        self.binDirectory = binDirectory
+    }
+
+    /// Mints a token with `oci-connector-config token`.
+    public func token(connector: String = "team-a/up", actions: String = "pull,push,delete", ttl: String = "30m",
+                      signingKey: String? = nil) throws -> String {
+        try runCommand(binDirectory.appendingPathComponent("oci-connector-config").path, [
+            "token", "--connector", connector, "--actions", actions, "--ttl", ttl, "--signing-key", signingKey ?? self.signingKey,
+        ]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The proxy's peak resident memory so far, in KiB.
+    public var peakResidentKiB: Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return nil }
+        return status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
+            .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
+    }
+
+    public func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
