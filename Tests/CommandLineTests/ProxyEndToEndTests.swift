@@ -85,11 +85,16 @@ struct ProxyEndToEndTests {
     }
 
     @Test func loginProbeAndTokenErrorsComeBeforeAnyUpstreamCall() async throws {
-        let (proxy, _, issuer) = try await Self.proxy(for: .token)
+        // A private issuer, so that no other test's token requests are counted.
+        let (registry, issuer) = try await TokenAuthRegistry.start()
+        defer { registry.stop(); issuer.stop() }
+        let yaml = ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
+            + "---\n" + ConnectorYAML.connector(name: "other", address: registry.url)
+        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
         defer { proxy.stop() }
         let base = "http://\(proxy.host)"
         let manifest = "\(base)/v2/namespaces/team-a/connectors/up/e2e/app/manifests/v1"
-        let before = issuer!.counts.total
+        let before = issuer.counts.total
 
         let anonymous = try Curl.request("GET", "\(base)/v2/")
         #expect(anonymous.status == 401)
@@ -116,7 +121,7 @@ struct ProxyEndToEndTests {
         }
         let pullOnly = try Curl.request("DELETE", manifest, token: proxy.token(actions: "pull"))
         #expect(pullOnly.status == 403)
-        #expect(issuer!.counts.total == before, "a refused request reached the token server")
+        #expect(issuer.counts.total == before, "a refused request reached the token server")
     }
 
     func otherSigner(_ proxy: ProxyProcess) throws -> String {

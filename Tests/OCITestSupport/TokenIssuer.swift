@@ -140,7 +140,11 @@ public final class TokenIssuer: Sendable {
             },
             logger: Logger(label: "test-token-issuer", factory: { _ in SwiftLogNoOpLogHandler() })
         )
-        self.serverTask = Task { try await application.run() }
+        // The issuer serves from threads of its own: tests block cooperative threads while they
+        // wait for child processes (skopeo, the CLI), which may be waiting for this issuer.
+        self.serverTask = Task {
+            try await withTaskExecutorPreference(DedicatedExecutor.shared) { try await application.run() }
+        }
         var port = 0
         for await value in portStream { port = value }
         self.port = port
@@ -245,5 +249,16 @@ final class Locked<Value>: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return try body(&value)
+    }
+}
+
+/// Runs jobs on a concurrent dispatch queue of its own, outside Swift's cooperative pool.
+final class DedicatedExecutor: TaskExecutor {
+    static let shared = DedicatedExecutor()
+    private let queue = DispatchQueue(label: "test-support.dedicated", attributes: .concurrent)
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }
