@@ -136,6 +136,11 @@ let package = Package(
             ],
             swiftSettings: testSettings
         ),
+        .testTarget(
+            name: "OCIConnectorProxyTests",
+            dependencies: ["OCIConnectorProxy", "OCIProxyToken", "OCIReference"],
+            swiftSettings: testSettings
+        ),
         // Real registries (docker-registry) and a token issuer for the end-to-end tests.
         .target(
             name: "OCITestSupport",

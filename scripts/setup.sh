@@ -25,4 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The oras Python client, driven through the proxy by the end-to-end tests.
+python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check oras==0.2.43
+
 command -v swift >/dev/null || { echo "swift is not on PATH: install Swift 6.1 or later" >&2; exit 1; }

@@ -84,6 +84,19 @@ struct ProxyEndToEndTests {
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
+    @Test(arguments: [Upstream.anonymous, .token])
+    func orasPushesAndPullsAnArtifact(_ kind: Upstream) async throws {
+        let (proxy, _, _) = try await Self.proxy(for: kind)
+        defer { proxy.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/oras_roundtrip.py")
+        let workdir = try Loopback.temporaryDirectory("oras")
+        let output = try runCommand(
+            "/usr/bin/env", ["python3", script.path, proxy.host, "namespaces/team-a/connectors/up", workdir.path],
+            input: try proxy.token())
+        #expect(output.contains("oras round trip ok"), "\(output)")
+    }
+
     @Test func loginProbeAndTokenErrorsComeBeforeAnyUpstreamCall() async throws {
         // A private issuer, so that no other test's token requests are counted.
         let (registry, issuer) = try await TokenAuthRegistry.start()
@@ -145,6 +158,15 @@ struct ProxyEndToEndTests {
         #expect(location.hasPrefix("http://\(proxy.host)/v2/namespaces/team-a/connectors/up/e2e/upload/blobs/uploads/"), "\(location)")
         #expect(location.contains("_state="))
         #expect(!location.contains(registry.host))
+        // Upload status and cancellation pass through.
+        let status = try Curl.request("GET", location, token: token)
+        #expect(status.status == 204)
+        #expect(status.header("Range") == "0-0" || status.header("Range") == "0--1", "\(status.headers)")
+        #expect(status.header("Location")?.hasPrefix("http://\(proxy.host)/v2/namespaces/") == true)
+        let cancelled = try #require(try Curl.request("POST", "\(base)/e2e/upload/blobs/uploads/", token: token).header("Location"))
+        #expect(try Curl.request("DELETE", cancelled, token: token).status == 204)
+        #expect(try Curl.request("GET", cancelled, token: token).status == 404)
+
         let blob = Data("a small blob".utf8)
         let finished = try Curl.request(
             "PUT", location + "&digest=\(sha256Digest(blob))", headers: ["Content-Type": "application/octet-stream"], token: token, data: blob)

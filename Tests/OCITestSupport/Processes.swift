@@ -7,17 +7,31 @@ import Glibc
 enum ChildProcesses {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var pids: [pid_t] = []
+    nonisolated(unsafe) private static var directories: [String] = []
     nonisolated(unsafe) private static var registered = false
 
     static func track(_ process: Process) {
         lock.lock()
         defer { lock.unlock() }
         pids.append(process.processIdentifier)
+        registerCleanup()
+    }
+
+    /// Removes `url` when the test process exits (registries hold gigabytes after the big-blob test).
+    static func removeAtExit(_ url: URL) {
+        lock.lock()
+        defer { lock.unlock() }
+        directories.append(url.path)
+        registerCleanup()
+    }
+
+    private static func registerCleanup() {
         if !registered {
             registered = true
             atexit {
                 ChildProcesses.lock.lock()
                 for pid in ChildProcesses.pids { kill(pid, SIGKILL) }
+                for directory in ChildProcesses.directories { try? FileManager.default.removeItem(atPath: directory) }
                 ChildProcesses.lock.unlock()
             }
         }
@@ -98,6 +112,7 @@ public enum Loopback {
     public static func temporaryDirectory(_ prefix: String) throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        ChildProcesses.removeAtExit(url)
         return url
     }
 }

@@ -1,0 +1,117 @@
+import Foundation
+import OCITestSupport
+import Testing
+
+/// Redirects, failures mid-body, and big blobs through the proxy.
+@Suite("oci-connector-proxy streaming", .serialized)
+struct ProxyStreamingTests {
+    static let digest = "sha256:" + String(repeating: "ab", count: 32)
+
+    static func stubProxy(_ stub: StubUpstream, parameters: [String: String] = [:]) async throws -> ProxyProcess {
+        try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory,
+            connectorsYAML: ConnectorYAML.connector(name: "up", address: stub.url, username: "stub-user", password: "stub-secret",
+                                                    extraParams: parameters))
+    }
+
+    @Test func redirectsAreFollowedWithoutCredentialsOnAnotherOrigin() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        let response = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)", token: proxy.token())
+        #expect(response.status == 200)
+        #expect(response.body == stub.blob)
+        #expect(stub.storageAuthorizations == [nil], "credentials crossed to another origin")
+    }
+
+    @Test func redirectsCanBePassedToTheClient() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub, parameters: ["redirects": "pass"])
+        defer { proxy.stop() }
+        let response = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)", token: proxy.token())
+        #expect(response.status == 307)
+        #expect(response.header("Location") == "http://localhost:\(stub.port)/storage/blob?sig=1")
+        #expect(stub.storageAuthorizations.isEmpty)
+    }
+
+    @Test func anUpstreamFailureMidBodyIsNotACleanResponse() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        let directory = try Loopback.temporaryDirectory("broken")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        // curl fails (exit 18, partial transfer) instead of reporting a complete body.
+        #expect(throws: (any Error).self) {
+            try runCommand("/usr/bin/curl", [
+                "-sf", "-u", "w:\(try proxy.token())", "-o", directory.appendingPathComponent("blob").path,
+                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/broken/app/blobs/\(Self.digest)",
+            ])
+        }
+        let received = (try? Data(contentsOf: directory.appendingPathComponent("blob")))?.count ?? 0
+        #expect(received < stub.blob.count)
+    }
+
+    /// A big blob pushed monolithically and in chunks and pulled back with its digest checked,
+    /// while the proxy's memory stays bounded. `OCI_CONNECTOR_BIG_BLOB_MIB` sets the size
+    /// (1024 by default).
+    @Test func aBigBlobStreamsBothWaysInBoundedMemory() async throws {
+        let mebibytes = ProcessInfo.processInfo.environment["OCI_CONNECTOR_BIG_BLOB_MIB"].flatMap(Int.init) ?? 1024
+        let registry = try await SharedRegistries.shared.anonymous()
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url))
+        defer { proxy.stop() }
+        let directory = try Loopback.temporaryDirectory("big")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("blob")
+        try runCommand("/bin/sh", ["-c", "head -c \(mebibytes)M /dev/urandom > '\(file.path)'"])
+        let digest = "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let token = try proxy.token()
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
+        let octets = ["Content-Type": "application/octet-stream"]
+
+        // Monolithic: POST, then PUT with the whole body.
+        let started = try Curl.request("POST", "\(base)/big/mono/blobs/uploads/", token: token)
+        let location = try #require(started.header("Location"))
+        let put = try Curl.request("PUT", location + "&digest=\(digest)", headers: octets, token: token, upload: file)
+        #expect(put.status == 201, "\(put.text)")
+
+        // Chunked: PATCH 64 MiB at a time with Content-Range, then an empty PUT.
+        var chunkLocation = try #require(try Curl.request("POST", "\(base)/big/chunked/blobs/uploads/", token: token).header("Location"))
+        let chunk = 64
+        for (index, offset) in stride(from: 0, to: mebibytes, by: chunk).enumerated() {
+            let part = directory.appendingPathComponent("part\(index)")
+            let count = min(chunk, mebibytes - offset)
+            try runCommand("/bin/dd", ["if=\(file.path)", "of=\(part.path)", "bs=1M", "skip=\(offset)", "count=\(count)", "status=none"])
+            let first = offset << 20
+            let patch = try Curl.request(
+                "PATCH", chunkLocation,
+                headers: octets.merging(["Content-Range": "\(first)-\(first + (count << 20) - 1)"]) { $1 }, token: token, upload: part)
+            #expect(patch.status == 202, "\(patch.text)")
+            chunkLocation = try #require(patch.header("Location"))
+            try FileManager.default.removeItem(at: part)
+        }
+        let finish = try Curl.request("PUT", chunkLocation + "&digest=\(digest)", headers: octets, token: token)
+        #expect(finish.status == 201, "\(finish.text)")
+
+        // Pulled back through the proxy, byte for byte.
+        for repository in ["big/mono", "big/chunked"] {
+            let output = directory.appendingPathComponent("pulled")
+            let pulled = try Curl.request("GET", "\(base)/\(repository)/blobs/\(digest)", token: token, output: output)
+            #expect(pulled.status == 200)
+            #expect(pulled.header("Content-Length") == "\(mebibytes << 20)")
+            let sum = try runCommand("/usr/bin/sha256sum", [output.path]).split(separator: " ").first.map(String.init)
+            #expect("sha256:" + (sum ?? "") == digest)
+            try FileManager.default.removeItem(at: output)
+        }
+
+        // Nothing was buffered whole: the proxy's peak memory is far below the blob's size.
+        let peak = try #require(proxy.peakResidentKiB)
+        #expect(peak < 256 * 1024, "peak RSS \(peak) KiB for \(mebibytes) MiB moved three times")
+        print("big blob: \(mebibytes) MiB moved three times, proxy peak RSS \(peak / 1024) MiB")
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Hummingbird
+import Logging
+
+/// A small upstream for the behaviours a local registry does not show: blob reads redirected to
+/// another origin (as registries do to object storage), and a body that fails half-way.
+///
+/// It asks for Basic credentials, so the proxy sends them; `/storage/…` records what arrives.
+public final class StubUpstream: Sendable {
+    public let port: Int
+    /// The blob every route serves.
+    public let blob: Data
+    private let seen: Locked<[String?]>
+    private let task: Task<Void, any Error>
+
+    /// `http://127.0.0.1:PORT`: the connector's address.
+    public var url: String { "http://127.0.0.1:\(port)" }
+    /// The `Authorization` headers the storage route received, in order (`nil`: none).
+    public var storageAuthorizations: [String?] { seen.withLock { $0 } }
+
+    public static func start() async throws -> StubUpstream {
+        let blob = Data((0..<(256 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        let seen = Locked<[String?]>([])
+        let router = Router()
+        router.get("v2") { request, _ -> Response in
+            request.headers[.authorization] == nil
+                ? Response(status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="stub""#])
+                : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "{}")))
+        }
+        router.get("v2/redirect/app/blobs/:digest") { request, context -> Response in
+            // Another origin: "localhost" is not the connector's "127.0.0.1".
+            let port = request.head.authority?.split(separator: ":").last ?? ""
+            return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/blob?sig=1"])
+        }
+        router.get("storage/blob") { request, _ -> Response in
+            seen.withLock { $0.append(request.headers[.authorization]) }
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+        }
+        router.get("v2/broken/app/blobs/:digest") { _, _ -> Response in
+            // Promises the whole blob, sends a quarter, then fails.
+            Response(status: .ok, body: ResponseBody(contentLength: blob.count) { writer in
+                try await writer.write(ByteBuffer(bytes: blob.prefix(blob.count / 4)))
+                throw TestSupportError("the stub upstream fails mid-body on purpose")
+            })
+        }
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let application = Application(
+            router: router,
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
+            onServerRunning: { channel in
+                continuation.yield(channel.localAddress?.port ?? 0)
+                continuation.finish()
+            },
+            logger: Logger(label: "stub-upstream", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let task = Task { try await withTaskExecutorPreference(DedicatedExecutor.shared) { try await application.run() } }
+        var port = 0
+        for await value in ports { port = value }
+        return StubUpstream(port: port, blob: blob, seen: seen, task: task)
+    }
+
+    private init(port: Int, blob: Data, seen: Locked<[String?]>, task: Task<Void, any Error>) {
+        self.port = port
+        self.blob = blob
+        self.seen = seen
+        self.task = task
+    }
+
+    public func stop() { task.cancel() }
+}
