@@ -56,6 +56,44 @@ struct ProxyStreamingTests {
         #expect(received < stub.blob.count)
     }
 
+    @Test func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        // A client reading 2 MiB/s for 3 seconds, then hanging up.
+        let directory = try Loopback.temporaryDirectory("slow")
+        let output = directory.appendingPathComponent("partial")
+        _ = try? runCommand("/usr/bin/curl", [
+            "-s", "--limit-rate", "2M", "--max-time", "3", "-u", "w:\(try proxy.token())", "-o", output.path,
+            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/endless/app/blobs/\(Self.digest)",
+        ])
+        let received = (try? FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
+        #expect(received > 0)
+        // The proxy read from the upstream only what the client took plus what buffers hold (its
+        // log line counts the bytes it passed on), and its memory stayed small.
+        var line: Substring?
+        for _ in 0..<100 where line == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            line = try String(contentsOf: proxy.logFile, encoding: .utf8).split(separator: "\n")
+                .first { $0.contains("repository=endless/app") }
+        }
+        let logLine = try #require(line, "no log line for the aborted request")
+        let passed = logLine.split(separator: " ").first { $0.hasPrefix("bytes_out=") }
+            .flatMap { Int($0.dropFirst("bytes_out=".count)) } ?? Int.max
+        #expect(passed < received + (32 << 20), "the proxy passed \(passed) bytes, the client took \(received)")
+        print("slow client: took \(received) bytes, proxy passed \(passed), proxy peak RSS \((proxy.peakResidentKiB ?? 0) / 1024) MiB")
+        #expect((proxy.peakResidentKiB ?? .max) < 128 * 1024)
+        #expect(logLine.contains("detail=aborted"), "\(logLine)")
+        // Leaving cancels the upstream request: the upstream's writing ends.
+        var state = stub.endlessStream
+        for _ in 0..<100 where !state.ended {
+            try await Task.sleep(for: .milliseconds(100))
+            state = stub.endlessStream
+        }
+        #expect(state.ended, "the upstream request was not cancelled")
+    }
+
     /// A big blob pushed monolithically and in chunks and pulled back with its digest checked,
     /// while the proxy's memory stays bounded. `OCI_CONNECTOR_BIG_BLOB_MIB` sets the size
     /// (1024 by default).

@@ -11,16 +11,21 @@ public final class StubUpstream: Sendable {
     /// The blob every route serves.
     public let blob: Data
     private let seen: Locked<[String?]>
+    private let stream: Locked<(written: Int, ended: Bool)>
     private let task: Task<Void, any Error>
 
     /// `http://127.0.0.1:PORT`: the connector's address.
     public var url: String { "http://127.0.0.1:\(port)" }
     /// The `Authorization` headers the storage route received, in order (`nil`: none).
     public var storageAuthorizations: [String?] { seen.withLock { $0 } }
+    /// What the endless route has written so far, and whether its writing has ended (the
+    /// connection it wrote to went away).
+    public var endlessStream: (written: Int, ended: Bool) { stream.withLock { $0 } }
 
     public static func start() async throws -> StubUpstream {
         let blob = Data((0..<(256 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
         let seen = Locked<[String?]>([])
+        let stream = Locked<(written: Int, ended: Bool)>((0, false))
         let router = Router()
         router.get("v2") { request, _ -> Response in
             request.headers[.authorization] == nil
@@ -44,6 +49,18 @@ public final class StubUpstream: Sendable {
                 throw TestSupportError("the stub upstream fails mid-body on purpose")
             })
         }
+        router.get("v2/endless/app/blobs/:digest") { _, _ -> Response in
+            // 4 GiB in 1 MiB buffers, as fast as the reader takes them.
+            let chunk = ByteBuffer(repeating: 0x5a, count: 1 << 20)
+            return Response(status: .ok, body: ResponseBody(contentLength: 4 << 30) { writer in
+                defer { stream.withLock { $0.ended = true } }
+                for _ in 0..<4096 {
+                    try await writer.write(chunk)
+                    stream.withLock { $0.written += chunk.readableBytes }
+                }
+                try await writer.finish(nil)
+            })
+        }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = Application(
             router: router,
@@ -56,10 +73,11 @@ public final class StubUpstream: Sendable {
         let task = Task { try await withTaskExecutorPreference(DedicatedExecutor.shared) { try await application.run() } }
         var port = 0
         for await value in ports { port = value }
-        return StubUpstream(port: port, blob: blob, seen: seen, task: task)
+        return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, task: task)
     }
 
-    private init(port: Int, blob: Data, seen: Locked<[String?]>, task: Task<Void, any Error>) {
+    private init(port: Int, blob: Data, seen: Locked<[String?]>, stream: Locked<(written: Int, ended: Bool)>, task: Task<Void, any Error>) {
+        self.stream = stream
         self.port = port
         self.blob = blob
         self.seen = seen
