@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "OCIConnectors", targets: ["OCIConnectors"]),
         .library(name: "OCIAuth", targets: ["OCIAuth"]),
         .library(name: "OCIProxyToken", targets: ["OCIProxyToken"]),
+        .library(name: "OCIClientConfig", targets: ["OCIClientConfig"]),
         .library(name: "OCIBlobForwarder", targets: ["OCIBlobForwarder"]),
         .library(name: "OCIConnectorProxy", targets: ["OCIConnectorProxy"]),
         .executable(name: "oci-connector-proxy", targets: ["oci-connector-proxy"]),
@@ -73,6 +74,12 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSettings
         ),
+        // Renders what a workload mounts: docker, BuildKit, containers, containerd, Kubernetes.
+        .target(
+            name: "OCIClientConfig",
+            dependencies: ["OCIReference", "OCIConnectors"],
+            swiftSettings: strictSettings
+        ),
         // Streams bodies between the workload and the upstream, buffer by buffer.
         .target(
             name: "OCIBlobForwarder",
@@ -109,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "oci-connector-config",
             dependencies: [
-                "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken",
+                "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken", "OCIClientConfig",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -134,6 +141,12 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            swiftSettings: testSettings
+        ),
+        .testTarget(
+            name: "OCIClientConfigTests",
+            dependencies: ["OCIClientConfig", "OCIConnectors", "OCIReference"],
+            exclude: ["Golden"],
             swiftSettings: testSettings
         ),
         .testTarget(

@@ -7,7 +7,7 @@ struct ConfigTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "oci-connector-config",
         abstract: "Image references, tokens and client configuration for the OCI connector proxy.",
-        subcommands: [ReferenceCommand.self, CheckCommand.self, KeysCommand.self, TokenCommand.self]
+        subcommands: [ReferenceCommand.self, CheckCommand.self, KeysCommand.self, TokenCommand.self, RenderCommand.self]
     )
 }
 

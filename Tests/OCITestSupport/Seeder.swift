@@ -44,3 +44,13 @@ public enum Seeder {
                        + ["\(registry.url)/v2/\(repository)/manifests/\(tag)"])
     }
 }
+
+extension Seeder {
+    /// Pushes a fresh small image as `repository:v1` to an anonymous registry.
+    @discardableResult
+    public static func pushReturningImage(to registry: TestRegistry, repository: String) throws -> TestImage {
+        let image = TestImage(layerSize: 2048, seed: UInt8.random(in: 1...250))
+        try push(image, to: registry, repository: repository, tag: "v1")
+        return image
+    }
+}

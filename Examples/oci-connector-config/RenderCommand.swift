@@ -1,0 +1,109 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import OCIClientConfig
+import OCIConnectors
+import OCIReference
+
+/// `oci-connector-config render`: every file a workload mounts, in one step.
+struct RenderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "render",
+        abstract: "Mint a proxy token and write the client configuration files a workload mounts.",
+        discussion: """
+            Selections: registry-config (config.json), buildkitd (buildkitd.toml), dockerd (daemon.json), \
+            containers (registries.conf), containerd (certs.d/PROXY/hosts.toml), mirror (upstream names served \
+            through the proxy: registries.conf, certs.d/UPSTREAM/hosts.toml, buildkitd.toml mirrors), pull-secret \
+            (pull-secret.yaml). .env, context.token, connector.status.proxyAddress and flags are always written. \
+            '!NAME' drops a selection or a file.
+            """)
+
+    @Option(name: .customLong("connectors"), help: "Connector YAML: a file or a directory. Repeatable.")
+    var connectorPaths: [String]
+
+    @Option(help: "The connector(s), as NAMESPACE/NAME[,NAMESPACE/NAME…].")
+    var connector: String
+
+    @Option(help: "The proxy's URL, such as http://proxy.example:8080.")
+    var proxy: String
+
+    @Option(help: "The signing key written by 'keys generate'.")
+    var signingKey: String
+
+    @Option(help: "The directory to write the files into.")
+    var output: String
+
+    @Option(help: "What to write, such as registry-config,buildkitd,!context.token (default: everything).")
+    var select: String?
+
+    @Option(help: "Token lifetime, such as 30m.")
+    var ttl: String = "30m"
+
+    @Option(help: "Token actions: pull, push, delete.")
+    var actions: String = "pull,push"
+
+    @Flag(help: "Keep running and render again at 80% of the token's lifetime; stop on SIGTERM or SIGINT.")
+    var watch = false
+
+    func run() async throws {
+        let connectors = try loadConnectors()
+        let selection: Selection
+        do {
+            selection = try select.map(Selection.init(parsing:)) ?? .all
+        } catch {
+            throw ToolFailure("\(error.reason)")
+        }
+        guard let lifetime = parseDuration(ttl), lifetime > 0 else {
+            throw ToolFailure("--ttl must be a duration such as 30m, 2h or 90s")
+        }
+        try renderOnce(connectors, selection)
+        guard watch else { return }
+
+        // Re-render before the token expires, until told to stop.
+        let renewal = Task {
+            while !Task.isCancelled {
+                try await Task.sleep(for: .milliseconds(lifetime * 800))
+                try renderOnce(connectors, selection)
+            }
+        }
+        let signals = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { renewal.cancel() }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+        do {
+            try await renewal.value
+        } catch is CancellationError {
+            return  // Stopped by a signal: the files on disk are complete.
+        }
+    }
+
+    private func loadConnectors() throws -> [Connector] {
+        do {
+            let catalog = try ConnectorCatalog.load(from: connectorPaths)
+            return try connector.split(separator: ",").map { text in
+                try catalog.connector(try ConnectorID(parsing: String(text)))
+            }
+        } catch let error as ConnectorConfigError {
+            throw ToolFailure("\(error)")
+        } catch let error as ReferenceError {
+            throw ToolFailure("\(error)")
+        }
+    }
+
+    private func renderOnce(_ connectors: [Connector], _ selection: Selection) throws {
+        let token = try mintToken(
+            connectors: connectors.map(\.id.description).joined(separator: ","), actions: actions, ttl: ttl,
+            repositories: [], signingKey: signingKey, subject: "render")
+        let config: ClientConfig
+        do {
+            config = try ClientConfig(connectors: connectors, proxyURL: proxy, token: token)
+        } catch {
+            throw ToolFailure("\(error)")
+        }
+        try ConfigWriter.write(ClientConfigRenderer.render(config, selection: selection), to: output)
+    }
+}

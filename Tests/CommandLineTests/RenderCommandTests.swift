@@ -1,0 +1,96 @@
+import Foundation
+import OCITestSupport
+import Testing
+
+/// `oci-connector-config render`, then real clients using nothing but the rendered files.
+@Suite("oci-connector-config render", .serialized)
+struct RenderCommandTests {
+    static func setUp() async throws -> (ProxyProcess, TestRegistry, URL) {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url))
+        let output = try Loopback.temporaryDirectory("render")
+        return (proxy, registry, output)
+    }
+
+    static func render(_ proxy: ProxyProcess, _ output: URL, _ extra: [String] = []) throws -> Tool.Result {
+        try Tool.run([
+            "oci-connector-config", "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path,
+            "--connector", "team-a/up", "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey,
+            "--output", output.path, "--actions", "pull,push",
+        ] + extra)
+    }
+
+    @Test func skopeoUsesTheRenderedFilesInBothModes() async throws {
+        let (proxy, registry, output) = try await Self.setUp()
+        defer { proxy.stop() }
+        let rendered = try Self.render(proxy, output)
+        #expect(rendered.status == 0, "\(rendered.stderr)")
+        try Seeder.pushReturningImage(to: registry, repository: "render/src")
+        let authfile = output.appendingPathComponent("config.json").path
+        let registriesConf = output.appendingPathComponent("registries.conf").path
+
+        // Rewritten references: the proxy address from connector.status.proxyAddress, the
+        // credentials from config.json, plain HTTP from registries.conf. No flags, no token on the
+        // command line.
+        let address = try String(contentsOf: output.appendingPathComponent("connector.status.proxyAddress"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "http://", with: "")
+        let common = ["--authfile", authfile, "--registries-conf", registriesConf]
+        try runCommand("/usr/bin/skopeo", ["copy"] + common + ["docker://\(address)/render/src:v1", "docker://\(address)/render/rewritten:v1"])
+        let tags = try runCommand("/usr/bin/skopeo", ["list-tags"] + common + ["docker://\(address)/render/rewritten"])
+        #expect(tags.contains("\"v1\""))
+
+        // Mirror mode: the original upstream names, resolved through the proxy by registries.conf.
+        try runCommand("/usr/bin/skopeo", ["copy"] + common + [
+            "docker://\(registry.host)/render/src:v1", "docker://\(registry.host)/render/mirrored:v1",
+        ])
+        let inspected = try runCommand("/usr/bin/skopeo", ["inspect"] + common + ["docker://\(registry.host)/render/mirrored:v1"])
+        #expect(inspected.contains("render/mirrored"))
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("repository=render/mirrored"), "the mirror-mode push did not go through the proxy")
+        #expect(log.contains("repository=render/rewritten"))
+    }
+
+    @Test func aRenderedTokenExpiresAndWatchReplacesItInTime() async throws {
+        let (proxy, _, output) = try await Self.setUp()
+        defer { proxy.stop() }
+        let tokenFile = output.appendingPathComponent("context.token")
+
+        // --ttl: the token stops working when it should.
+        #expect(try Self.render(proxy, output, ["--ttl", "2s"]).status == 0)
+        let shortLived = try String(contentsOf: tokenFile, encoding: .utf8)
+        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: shortLived).status == 200)
+        try await Task.sleep(for: .seconds(3))
+        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: shortLived).status == 401)
+
+        // --watch: replaced at 80% of a 4 s lifetime, the replacement works, SIGTERM stops it cleanly.
+        let watcher = Process()
+        watcher.executableURL = Tool.binDirectory.appendingPathComponent("oci-connector-config")
+        watcher.arguments = [
+            "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path, "--connector", "team-a/up",
+            "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey, "--output", output.path,
+            "--ttl", "4s", "--watch",
+        ]
+        try watcher.run()
+        try await Task.sleep(for: .milliseconds(1500))
+        let first = try String(contentsOf: tokenFile, encoding: .utf8)
+        #expect(first != shortLived)
+        try await Task.sleep(for: .milliseconds(2500))  // past 3.2 s, before the first expires at 4 s
+        let second = try String(contentsOf: tokenFile, encoding: .utf8)
+        #expect(second != first, "the token was not re-rendered before it expired")
+        try await Task.sleep(for: .milliseconds(1500))  // the first has expired now
+        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: first).status == 401)
+        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: try String(contentsOf: tokenFile, encoding: .utf8)).status == 200)
+        watcher.terminate()
+        watcher.waitUntilExit()
+        #expect(watcher.terminationReason == .exit && watcher.terminationStatus == 0)
+    }
+
+    @Test func unknownSelectionsAreErrors() async throws {
+        let (proxy, _, output) = try await Self.setUp()
+        defer { proxy.stop() }
+        let result = try Self.render(proxy, output, ["--select", "registry-config,kubeconfig"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("unknown selection kubeconfig"))
+    }
+}
