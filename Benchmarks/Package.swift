@@ -31,5 +31,17 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v6)],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        .executableTarget(
+            name: "AuthAndRouting",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "OCIReference", package: parentPackage),
+                .product(name: "OCIAuth", package: parentPackage),
+                .product(name: "OCIConnectorProxy", package: parentPackage),
+            ],
+            path: "Benchmarks/AuthAndRouting",
+            swiftSettings: [.swiftLanguageMode(.v6)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

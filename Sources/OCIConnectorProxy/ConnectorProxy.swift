@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 public import Hummingbird
+public import HummingbirdCore
 public import Logging
 import HTTPTypes
 public import NIOCore
@@ -61,6 +62,11 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         self.authenticator = ClientAuthenticator(verifier: verifier)
         self.configuration = configuration
         self.logger = logger
+    }
+
+    /// The HTTP/1.1 server the proxy runs on: Hummingbird's, plus ``ExpectContinueHandler``.
+    public static var http1Server: HTTPServerBuilder {
+        .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
     }
 
     /// Closes the upstream connections.

@@ -172,6 +172,15 @@ struct ProxyEndToEndTests {
             "PUT", location + "&digest=\(sha256Digest(blob))", headers: ["Content-Type": "application/octet-stream"], token: token, data: blob)
         #expect(finished.status == 201, "\(finished.text)")
 
+        // A client that waits for "100 Continue" before sending its upload gets it at once.
+        let continued = try #require(try Curl.request("POST", "\(base)/e2e/continue/blobs/uploads/", token: token).header("Location"))
+        let exchange = try runCommand("/usr/bin/curl", [
+            "-s", "-D", "-", "-o", "/dev/null", "-u", "w:\(token)", "-X", "PATCH", "-H", "Expect: 100-continue",
+            "-H", "Content-Type: application/octet-stream", "--data-binary", "some bytes", continued,
+        ])
+        #expect(exchange.contains("HTTP/1.1 100 Continue"), "\(exchange)")
+        #expect(exchange.contains("HTTP/1.1 202"), "\(exchange)")
+
         // Range reads of a blob.
         let layerDigest = sha256Digest(image.layer)
         let ranged = try Curl.request("GET", "\(base)/e2e/mount-src/blobs/\(layerDigest)", headers: ["Range": "bytes=100-199"], token: token)

@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: the registry direct, nginx injecting Authorization (default and tuned
+buffers), and oci-connector-proxy, side by side on loopback, in alternating rounds.
+
+Prints one table with proxy/nginx and proxy/direct ratios and writes it as JSON. Bounded in time;
+cleans up after itself. Run from the repository root:
+
+    bash Benchmarks/EndToEnd/run.sh            # builds the release proxy, then runs this
+    python3 Benchmarks/EndToEnd/bench.py --size-mib 256 --rounds 1   # a quick pass
+"""
+import argparse
+import base64
+import concurrent.futures
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1 << 20
+USER, PASSWORD = "bench", "bench-secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pids):
+    total = 0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def rss_kib(pid, field="VmRSS"):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="oci-bench-")
+        self.processes = []
+        self.results = {}
+
+    # ---------------------------------------------------------------- set-up
+    def start(self, argv, **kwargs):
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def registry(self, name, htpasswd):
+        port = free_port()
+        auth = ""
+        if htpasswd:
+            line = subprocess.check_output(["htpasswd", "-Bbn", USER, PASSWORD], text=True).strip()
+            path = os.path.join(self.work, f"{name}.htpasswd")
+            open(path, "w").write(line + "\n")
+            auth = f"auth:\n  htpasswd:\n    realm: bench\n    path: {path}\n"
+        config = os.path.join(self.work, f"{name}.yml")
+        open(config, "w").write(
+            f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.work}/{name}-storage\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n{auth}")
+        self.start(["docker-registry", "serve", config])
+        wait_port(port)
+        return port
+
+    def nginx(self, name, registry_port, anonymous_port, tuned):
+        port, anonymous = free_port(), free_port()
+        basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        buffers = ("proxy_buffer_size 256k; proxy_buffers 8 256k; proxy_busy_buffers_size 512k;"
+                   " sendfile on; tcp_nodelay on;") if tuned else ""
+        location = (
+            "proxy_buffering off; proxy_request_buffering off; client_max_body_size 0;"
+            " proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;"
+            f" proxy_read_timeout 600s; proxy_send_timeout 600s; {buffers}")
+        config = os.path.join(self.work, f"{name}.conf")
+        open(config, "w").write(f"""
+worker_processes 2; daemon off; pid {self.work}/{name}.pid; error_log {self.work}/{name}.err error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.work}/{name}-body; proxy_temp_path {self.work}/{name}-proxy;
+  fastcgi_temp_path {self.work}/{name}-fcgi; uwsgi_temp_path {self.work}/{name}-uwsgi; scgi_temp_path {self.work}/{name}-scgi;
+  upstream authed {{ server 127.0.0.1:{registry_port}; keepalive 64; }}
+  upstream anonymous {{ server 127.0.0.1:{anonymous_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://authed; proxy_set_header Authorization "Basic {basic}"; {location} }} }}
+  server {{ listen 127.0.0.1:{anonymous};
+    location / {{ proxy_pass http://anonymous; {location} }} }}
+}}
+""")
+        process = self.start(["nginx", "-c", config, "-p", self.work])
+        wait_port(port)
+        return port, anonymous, process
+
+    def proxy(self, registry_port, anonymous_port):
+        keys = os.path.join(self.work, "keys")
+        subprocess.check_call([self.args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
+        connectors = os.path.join(self.work, "connectors.yaml")
+        open(connectors, "w").write(f"""
+kind: Connector
+metadata: {{name: authed, namespace: bench}}
+spec: {{address: "http://127.0.0.1:{registry_port}", auth: {{secretRef: {{name: creds}}}}}}
+---
+kind: Secret
+metadata: {{name: creds, namespace: bench}}
+stringData: {{username: {USER}, password: {PASSWORD}}}
+---
+kind: Connector
+metadata: {{name: anonymous, namespace: bench}}
+spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
+""")
+        process = self.start([self.args.proxy_bin, "--connectors", connectors, "--listen", "127.0.0.1:0",
+                              "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
+        port = int(process.stdout.readline().decode().strip().rsplit(":", 1)[1])
+        token = subprocess.check_output(
+            [self.args.config_bin, "token", "--connector", "bench/authed,bench/anonymous", "--actions", "pull,push",
+             "--ttl", "2h", "--signing-key", f"{keys}/signing-key.jwk"], text=True).strip()
+        return port, token, process
+
+    # ---------------------------------------------------------------- transfers
+    def curl(self, *argv):
+        out = subprocess.check_output(["curl", "-sf", "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}", *argv], text=True)
+        code, down, up, seconds = out.rsplit(None, 4)[-4:]
+        return int(code), float(down), float(up), float(seconds)
+
+    def pull(self, path, streams):
+        url = f"{path['base']}/v2/{path['prefix']}bench/blob/blobs/{self.digest}"
+        start = time.time()
+        with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+            sizes = list(pool.map(lambda _: self.curl(*path["auth"], "-o", "/dev/null", url)[1], range(streams)))
+        elapsed = time.time() - start
+        assert all(size == self.size for size in sizes), sizes
+        return sum(sizes) / elapsed / 1e6
+
+    def push(self, path, repository, chunked):
+        base = f"{path['base']}/v2/{path['prefix']}{repository}"
+        location = self.start_upload(path, base)
+        start = time.time()
+        if chunked:
+            offset = 0
+            for part in self.parts:
+                size = os.path.getsize(part)
+                headers = subprocess.check_output(
+                    ["curl", "-sf", "-D", "-", "-o", "/dev/null", *path["auth"], "-X", "PATCH", "-T", part,
+                     "-H", "Content-Type: application/octet-stream", "-H", f"Content-Range: {offset}-{offset + size - 1}", location],
+                    text=True)
+                location = self.location(headers, path)
+                offset += size
+            code = self.curl(*path["auth"], "-X", "PUT", "-H", "Content-Type: application/octet-stream",
+                             f"{location}&digest={self.digest}")[0]
+        else:
+            code = self.curl(*path["auth"], "-X", "PUT", "-T", self.blob, "-H", "Content-Type: application/octet-stream",
+                             f"{location}&digest={self.digest}")[0]
+        elapsed = time.time() - start
+        assert code == 201, code
+        return self.size / elapsed / 1e6
+
+    def start_upload(self, path, base):
+        headers = subprocess.check_output(["curl", "-sf", "-D", "-", "-o", "/dev/null", *path["auth"], "-X", "POST",
+                                           f"{base}/blobs/uploads/"], text=True)
+        return self.location(headers, path)
+
+    @staticmethod
+    def location(headers, path):
+        value = [line.split(":", 1)[1].strip() for line in headers.splitlines() if line.lower().startswith("location:")][-1]
+        return value if value.startswith("http") else path["base"] + value
+
+    # ---------------------------------------------------------------- manifests
+    def latency(self, path, method, connections, seconds):
+        host, port = path["host"], path["port"]
+        url = f"/v2/{path['prefix']}bench/small/manifests/v1"
+        headers = {"Accept": "application/vnd.oci.image.manifest.v1+json", **path["headers"]}
+        deadline = time.time() + seconds
+
+        def worker(_):
+            connection = http.client.HTTPConnection(host, port)
+            samples = []
+            while time.time() < deadline:
+                begin = time.perf_counter()
+                connection.request(method, url, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                samples.append(time.perf_counter() - begin)
+                assert response.status == 200, response.status
+            return samples
+
+        with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+            samples = sorted(s for batch in pool.map(worker, range(connections)) for s in batch)
+        return {"p50_ms": samples[len(samples) // 2] * 1e3, "p99_ms": samples[int(len(samples) * 0.99)] * 1e3,
+                "rps": len(samples) / seconds}
+
+    # ---------------------------------------------------------------- run
+    def run(self):
+        args = self.args
+        self.size = args.size_mib * MiB
+        self.blob = os.path.join(self.work, "blob")
+        subprocess.check_call(["sh", "-c", f"head -c {args.size_mib}M /dev/urandom > {self.blob}"])
+        self.digest = "sha256:" + hashlib.sha256(open(self.blob, "rb").read()).hexdigest()
+        self.parts = []
+        for index in range(0, args.size_mib, 64):
+            part = os.path.join(self.work, f"part{index}")
+            subprocess.check_call(["dd", f"if={self.blob}", f"of={part}", "bs=1M", f"skip={index}", "count=64", "status=none"])
+            self.parts.append(part)
+
+        authed = self.registry("authed", True)
+        anonymous = self.registry("anonymous", False)
+        nginx_default = self.nginx("nginx-default", authed, anonymous, tuned=False)
+        nginx_tuned = self.nginx("nginx-tuned", authed, anonymous, tuned=True)
+        proxy_port, token, proxy = self.proxy(authed, anonymous)
+        basic = ["-u", f"{USER}:{PASSWORD}"]
+        token_auth = ["-u", f"ci:{token}"]
+        token_header = {"Authorization": "Basic " + base64.b64encode(f"ci:{token}".encode()).decode()}
+        paths = {
+            "direct": {"base": f"http://127.0.0.1:{authed}", "prefix": "", "auth": basic, "pids": [],
+                       "host": "127.0.0.1", "port": anonymous, "headers": {}},
+            "nginx-default": {"base": f"http://127.0.0.1:{nginx_default[0]}", "prefix": "", "auth": [],
+                              "pids": self.nginx_pids("nginx-default"), "host": "127.0.0.1", "port": nginx_default[1], "headers": {}},
+            "nginx-tuned": {"base": f"http://127.0.0.1:{nginx_tuned[0]}", "prefix": "", "auth": [],
+                            "pids": self.nginx_pids("nginx-tuned"), "host": "127.0.0.1", "port": nginx_tuned[1], "headers": {}},
+            "proxy": {"base": f"http://127.0.0.1:{proxy_port}", "prefix": "namespaces/bench/connectors/authed/", "auth": token_auth,
+                      "pids": [proxy.pid], "host": "127.0.0.1", "port": proxy_port, "headers": token_header},
+        }
+        # The manifest tests go to the anonymous registry (the htpasswd check costs ~2.5 ms a request).
+        paths["proxy"]["latency_prefix"] = "namespaces/bench/connectors/anonymous/"
+
+        # Seed: the big blob, and a small image for manifest requests.
+        direct = paths["direct"]
+        self.push(direct, "bench/blob", chunked=False)
+        self.seed_manifest(anonymous)
+
+        rows = {name: {} for name in paths}
+        for round_index in range(args.rounds):
+            order = list(paths) if round_index % 2 == 0 else list(reversed(paths))
+            for name in order:
+                path = paths[name]
+                before = cpu_seconds(path["pids"])
+                rows[name].setdefault("pull_1", []).append(self.pull(path, 1))
+                rows[name].setdefault("cpu_per_gib", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                rows[name].setdefault("pull_8", []).append(self.pull(path, 8))
+                rows[name].setdefault("push_mono", []).append(self.push(path, f"bench/push-{name}-{round_index}", False))
+                rows[name].setdefault("push_chunked", []).append(self.push(path, f"bench/chunk-{name}-{round_index}", True))
+        rss_after_first = rss_kib(proxy.pid)
+
+        # Manifest latency, against the anonymous registry.
+        for name in ["direct", "nginx-tuned", "proxy"]:
+            path = dict(paths[name])
+            path["prefix"] = path.get("latency_prefix", "")
+            for method in ["HEAD", "GET"]:
+                for connections in args.connections:
+                    rows[name][f"{method}_{connections}"] = self.latency(path, method, connections, args.latency_seconds)
+
+        # Memory under load: 8 pulls and 4 pushes at once through the proxy.
+        path = paths["proxy"]
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            jobs = [pool.submit(self.pull, path, 1) for _ in range(8)]
+            jobs += [pool.submit(self.push, path, f"bench/load-{i}", False) for i in range(4)]
+            for job in jobs:
+                job.result()
+        self.results = {
+            "size_mib": args.size_mib, "rounds": args.rounds,
+            "paths": {name: {key: (statistics.median(v) if isinstance(v, list) else v) for key, v in row.items()}
+                      for name, row in rows.items()},
+            "proxy_rss_mib": {"idle_to_first_rounds": rss_after_first / 1024, "after_load": rss_kib(proxy.pid) / 1024,
+                              "peak": rss_kib(proxy.pid, "VmHWM") / 1024},
+        }
+        return self.results
+
+    def nginx_pids(self, name):
+        master = int(open(f"{self.work}/{name}.pid").read().strip()) if os.path.exists(f"{self.work}/{name}.pid") else None
+        if master is None:
+            time.sleep(0.5)
+            master = int(open(f"{self.work}/{name}.pid").read().strip())
+        children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        return [master] + [int(pid) for pid in children]
+
+    def seed_manifest(self, port):
+        base = f"http://127.0.0.1:{port}/v2/bench/small"
+        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        path = {"base": f"http://127.0.0.1:{port}", "prefix": "", "auth": []}
+        location = self.start_upload(path, base)
+        file = os.path.join(self.work, "config")
+        open(file, "wb").write(config)
+        self.curl("-X", "PUT", "-T", file, "-H", "Content-Type: application/octet-stream", f"{location}&digest={digest}")
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
+                                          "size": len(config)}, "layers": []}).encode()
+        open(file, "wb").write(manifest)
+        self.curl("-X", "PUT", "-T", file, "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                  f"{base}/manifests/v1")
+
+    def cleanup(self):
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def table(results):
+    paths = results["paths"]
+    proxy, nginx, direct = paths["proxy"], paths["nginx-tuned"], paths["direct"]
+    lines = ["| figure | direct | nginx default | nginx tuned | proxy | proxy/nginx tuned | proxy/direct |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def row(label, key, unit="", fmt="{:.0f}", higher_better=True):
+        values = [paths[name].get(key) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
+        cells = ["–" if v is None else fmt.format(v) + unit for v in values]
+        ratio_nginx = f"{proxy[key] / nginx[key]:.2f}×" if nginx.get(key) else "–"
+        ratio_direct = f"{proxy[key] / direct[key]:.2f}×" if direct.get(key) else "–"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio_nginx} | {ratio_direct} |")
+
+    row("blob pull, 1 stream (MB/s)", "pull_1")
+    row("blob pull, 8 streams total (MB/s)", "pull_8")
+    row("blob push, monolithic (MB/s)", "push_mono")
+    row("blob push, 64 MiB chunks (MB/s)", "push_chunked")
+    row("CPU s per GiB pulled (1 stream)", "cpu_per_gib", fmt="{:.2f}")
+    for key in sorted(k for k in proxy if "_" in k and k.split("_")[0] in ("HEAD", "GET")):
+        for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}")]:
+            label = f"manifest {key.replace('_', ' @ ')} conns {metric.replace('_ms', '')}"
+            values = [paths[name].get(key, {}).get(metric) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
+            cells = ["–" if v is None else fmt.format(v) + unit for v in values]
+            p, n, d = values[3], values[2], values[0]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {p / n:.2f}× | {p / d:.2f}× |")
+    rss = results["proxy_rss_mib"]
+    lines.append(f"\nproxy RSS: {rss['idle_to_first_rounds']:.0f} MiB after the rounds, {rss['after_load']:.0f} MiB after "
+                 f"8 pulls + 4 pushes at once, peak {rss['peak']:.0f} MiB; blob {results['size_mib']} MiB, "
+                 f"medians of {results['rounds']} rounds")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--latency-seconds", type=float, default=3)
+    parser.add_argument("--proxy-bin", default=".build/release/oci-connector-proxy")
+    parser.add_argument("--config-bin", default=".build/release/oci-connector-config")
+    parser.add_argument("--out", default="Benchmarks/EndToEnd/results.json")
+    args = parser.parse_args()
+    bench = Bench(args)
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("benchmark took over 15 minutes")))
+    signal.alarm(15 * 60)
+    try:
+        results = bench.run()
+    finally:
+        bench.cleanup()
+    print(table(results))
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2, sort_keys=True)
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
