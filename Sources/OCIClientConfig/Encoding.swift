@@ -26,23 +26,10 @@ enum JSONText {
 }
 
 enum TOMLText {
-    /// A TOML basic string.
+    /// A TOML basic string. TOML's escapes for quotes, backslashes, control characters and
+    /// `\uXXXX` are JSON's, so a JSON string literal is a valid TOML basic string.
     static func string(_ value: String) -> String {
-        var output = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": output += "\\\""
-            case "\\": output += "\\\\"
-            case "\n": output += "\\n"
-            case "\r": output += "\\r"
-            case "\t": output += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
-                output += "\\u" + JSONText.hex4(scalar.value)
-            default:
-                output.unicodeScalars.append(scalar)
-            }
-        }
-        return output + "\""
+        JSONText.string(value)
     }
 
     static func array(_ values: [String]) -> String {
