@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 import OCIConnectorProxy
 import OCIConnectors
 import OCIProxyToken
@@ -33,6 +35,12 @@ struct ProxyTool: AsyncParsableCommand {
     var logLevel: String = environment["OCI_CONNECTOR_LOG_LEVEL"] ?? "info"
 
     func run() async throws {
+        // Run Swift concurrency's jobs on the NIO event loops that do the I/O: every forwarded buffer
+        // then moves between the upstream connection, the responder task and the client connection
+        // without a thread switch (pull throughput +25 %, CPU per GiB -25 %; Documentation/Performance.md).
+        if Self.environment["OCI_CONNECTOR_SWIFT_EXECUTOR"] == nil {
+            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
         guard !connectorPaths.isEmpty else { throw ValidationError("--connectors is required") }
         guard let tokenKeys = tokenKeys ?? Self.environment["OCI_CONNECTOR_TOKEN_KEYS"] else {
             throw ValidationError("--token-keys is required")

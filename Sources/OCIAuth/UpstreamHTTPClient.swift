@@ -1,6 +1,6 @@
 public import AsyncHTTPClient
 import NIOCore
-import NIOSSL
+public import NIOSSL
 public import OCIConnectors
 
 /// Builds HTTP clients for upstream registries.
@@ -15,11 +15,18 @@ public enum UpstreamHTTPClient {
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
         configuration.timeout.connect = .seconds(10)
-        if let pem = connector?.trustedCertificatesPEM {
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))]
-            configuration.tlsConfiguration = tls
+        if connector?.trustedCertificatesPEM != nil {
+            configuration.tlsConfiguration = try tlsConfiguration(for: connector)
         }
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    /// TLS settings that trust the system's certificate authorities plus the connector's own.
+    public static func tlsConfiguration(for connector: Connector?) throws -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let pem = connector?.trustedCertificatesPEM {
+            tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))]
+        }
+        return tls
     }
 }

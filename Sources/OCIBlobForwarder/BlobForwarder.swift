@@ -22,10 +22,10 @@ public enum BlobForwarder {
     /// If the upstream fails mid-body the error propagates, so the client's connection ends
     /// abnormally instead of with a clean but truncated body. If the client goes away, writing
     /// throws, iteration stops, and the upstream request is cancelled with it.
-    public static func clientBody(
-        from upstream: HTTPClientResponse.Body, length: Int?, counter: ByteCounter,
+    public static func clientBody<Upstream: AsyncSequence & Sendable>(
+        from upstream: Upstream, length: Int?, counter: ByteCounter,
         finished: @escaping @Sendable ((any Error)?) -> Void
-    ) -> ResponseBody {
+    ) -> ResponseBody where Upstream.Element == ByteBuffer {
         ResponseBody(contentLength: length) { writer in
             do {
                 for try await buffer in upstream {

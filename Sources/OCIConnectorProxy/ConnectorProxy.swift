@@ -39,6 +39,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     struct Upstream: Sendable {
         let client: UpstreamClient
         let http: HTTPClient
+        /// Blob GETs: the bulk of the bytes, on connections tuned for them.
+        let blobs: BlobFetcher
         /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
         let passRedirects: Bool
     }
@@ -56,7 +58,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             let http = try UpstreamHTTPClient.make(for: connector)
             upstreams[id] = Upstream(
                 client: UpstreamClient(connector: connector, httpClient: http, tokens: tokens, timeout: .seconds(30)),
-                http: http, passRedirects: connector.parameters["redirects"]?.lowercased() == "pass")
+                http: http, blobs: try Self.blobFetcher(for: connector),
+                passRedirects: connector.parameters["redirects"]?.lowercased() == "pass")
         }
         self.upstreams = upstreams
         self.authenticator = ClientAuthenticator(verifier: verifier)
@@ -64,14 +67,18 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         self.logger = logger
     }
 
-    /// The HTTP/1.1 server the proxy runs on: Hummingbird's, plus ``ExpectContinueHandler``.
+    /// The HTTP/1.1 server the proxy runs on: Hummingbird's, plus ``ExpectContinueHandler`` and
+    /// ``ReceiveBufferHandler``.
     public static var http1Server: HTTPServerBuilder {
-        .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler()]))
+        .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler(), ReceiveBufferHandler()]))
     }
 
     /// Closes the upstream connections.
     public func shutdown() async {
-        for upstream in upstreams.values { try? await upstream.http.shutdown() }
+        for upstream in upstreams.values {
+            try? await upstream.http.shutdown()
+            await upstream.blobs.shutdown()
+        }
     }
 
     public func respond(to request: Request, context: Context) async throws -> Response {
@@ -149,6 +156,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             outbound.body = .bytes(ByteBuffer())
         }
         let scopes = ScopeHints.scopes(method: request.method.rawValue, route: route, mountFrom: query.flatMap(Self.mountSource))
+        if request.method == .get, case .repository(_, .blob) = route {
+            return try await fetchBlob(outbound, target: path + (query.map { "?" + $0 } ?? ""), scopes: scopes,
+                                       request: request, host: host, prefix: prefix, upstream: upstream, log: log)
+        }
 
         var response: HTTPClientResponse
         do {
@@ -166,15 +177,79 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                 .forbidden, "DENIED",
                 "the upstream registry \(upstream.client.connector.address.registryName) refused the connector's credentials for \(scopes)")
         }
-        return respond(with: response, to: request, host: host, prefix: prefix, upstream: upstream, log: log)
+        return respond(status: response.status, headers: response.headers, body: response.body,
+                       to: request, host: host, prefix: prefix, upstream: upstream, log: log)
+    }
+
+    /// A blob GET, on the upstream's ``BlobFetcher``: authorised up front like every request,
+    /// retried once after a 401, and redirects followed as for any other GET.
+    private func fetchBlob(_ outbound: HTTPClientRequest, target: String, scopes: ScopeSet, request: Request, host: String,
+                           prefix: String, upstream: Upstream, log: RequestLog) async throws -> Response {
+        let unavailable = { (reason: String) in
+            RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(upstream.client.connector.address.registryName): \(reason)")
+        }
+        var headers = outbound.headers
+        let fetched: BlobResponse
+        do {
+            let authorization = try await upstream.client.authorization(for: scopes)
+            headers.replaceOrAdd(name: "Authorization", value: authorization.headerValue ?? "")
+            if authorization.headerValue == nil { headers.remove(name: "Authorization") }
+            var response = try await upstream.blobs.get(target, headers: headers)
+            if response.head.status == .unauthorized {
+                await Self.discard(response.body)
+                if let retry = try await upstream.client.recover(from: response.head.headers, rejected: authorization, scopes: scopes) {
+                    headers.replaceOrAdd(name: "Authorization", value: retry)
+                    response = try await upstream.blobs.get(target, headers: headers)
+                }
+            }
+            fetched = response
+        } catch let error as AuthError {
+            throw unavailable(error.reason)
+        } catch {
+            throw unavailable("\(error)")
+        }
+        let status = fetched.head.status
+        if status == .unauthorized {
+            await Self.discard(fetched.body)
+            throw RegistryErrorResponse(
+                .forbidden, "DENIED",
+                "the upstream registry \(upstream.client.connector.address.registryName) refused the connector's credentials for \(scopes)")
+        }
+        if (300..<400).contains(status.code), !upstream.passRedirects, let location = fetched.head.headers.first(name: "Location") {
+            await Self.discard(fetched.body)
+            let response: HTTPClientResponse
+            do {
+                response = try await follow(location, from: outbound, upstream: upstream)
+            } catch {
+                throw unavailable(error.reason)
+            }
+            return respond(status: response.status, headers: response.headers, body: response.body,
+                           to: request, host: host, prefix: prefix, upstream: upstream, log: log)
+        }
+        return respond(status: status, headers: fetched.head.headers, body: fetched.body,
+                       to: request, host: host, prefix: prefix, upstream: upstream, log: log)
+    }
+
+    /// Reads and drops a small body (an error or a redirect), so its connection can be reused;
+    /// a large one is dropped unread, which closes its connection.
+    private static func discard(_ body: BlobBody) async {
+        var seen = 0
+        do {
+            for try await buffer in body {
+                seen += buffer.readableBytes
+                if seen > 64 * 1024 { return }
+            }
+        } catch {}
     }
 
     /// Relays the upstream's answer, with its locations rewritten for the client.
-    private func respond(with response: HTTPClientResponse, to request: Request, host: String, prefix: String,
-                         upstream: Upstream, log: RequestLog) -> Response {
+    private func respond<Body: AsyncSequence & Sendable>(
+        status upstreamStatus: HTTPResponseStatus, headers upstreamHeaders: HTTPHeaders, body upstreamBody: Body,
+        to request: Request, host: String, prefix: String, upstream: Upstream, log: RequestLog
+    ) -> Response where Body.Element == ByteBuffer {
         let rewriter = HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
         var headers = HTTPFields()
-        for header in response.headers {
+        for header in upstreamHeaders {
             let name = header.name.lowercased()
             guard !HeaderRewriter.hopByHop.contains(name), name != "www-authenticate",
                   let fieldName = HTTPField.Name(header.name) else { continue }
@@ -184,14 +259,14 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             default: headers.append(HTTPField(name: fieldName, value: header.value))
             }
         }
-        let status = HTTPResponse.Status(code: Int(response.status.code), reasonPhrase: response.status.reasonPhrase)
-        let length = response.headers.first(name: "Content-Length").flatMap(Int.init)
+        let status = HTTPResponse.Status(code: Int(upstreamStatus.code), reasonPhrase: upstreamStatus.reasonPhrase)
+        let length = upstreamHeaders.first(name: "Content-Length").flatMap(Int.init)
         if request.method == .head || length == 0 || status.code == 204 || status.code == 304 {
             if let length { headers[.contentLength] = String(length) }
             log.finish(status: status.code)
             return Response(status: status, headers: headers, body: ResponseBody())
         }
-        let body = BlobForwarder.clientBody(from: response.body, length: length, counter: log.bytesOut) { error in
+        let body = BlobForwarder.clientBody(from: upstreamBody, length: length, counter: log.bytesOut) { error in
             log.finish(status: status.code, detail: error.map { "aborted: \(type(of: $0))" })
         }
         return Response(status: status, headers: headers, body: body)
@@ -200,29 +275,53 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// Follows an upstream redirect (registries send blob GETs to object storage), sending
     /// credentials only back to the upstream's own origin.
     private func follow(_ first: HTTPClientResponse, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
-        var response = first
-        var current = request
-        for _ in 0..<5 {
-            guard (300..<400).contains(response.status.code), let location = response.headers.first(name: "Location") else { return response }
+        guard (300..<400).contains(first.status.code), let location = first.headers.first(name: "Location") else { return first }
+        _ = try? await first.body.collect(upTo: 64 * 1024)
+        return try await follow(location, from: request, upstream: upstream)
+    }
+
+    /// Follows a redirect to `firstLocation`, and up to four more.
+    private func follow(_ firstLocation: String, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
+        var response = try await fetch(firstLocation, from: request, upstream: upstream)
+        for _ in 0..<4 {
+            guard (300..<400).contains(response.status.code), let location = response.headers.first(name: "Location") else { break }
             _ = try? await response.body.collect(upTo: 64 * 1024)
-            let target = location.hasPrefix("/") ? upstream.client.url(location) : location
-            current.url = target
-            current.headers.remove(name: "Authorization")
-            if target.hasPrefix(upstream.client.connector.address.baseURL + "/") {
-                let scopes = ScopeSet.empty
-                response = try await upstream.client.execute(current, scopes: scopes, replayable: true)
-            } else {
-                do {
-                    response = try await upstream.http.execute(current, timeout: configuration.requestTimeout)
-                } catch {
-                    throw AuthError(.unreachable, "the redirect target is unreachable")
-                }
-            }
+            response = try await fetch(location, from: request, upstream: upstream)
         }
         return response
     }
 
+    /// One step of a redirect: with the connector's credentials on its own origin, without elsewhere.
+    private func fetch(_ location: String, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
+        var current = request
+        current.url = location.hasPrefix("/") ? upstream.client.url(location) : location
+        current.headers.remove(name: "Authorization")
+        if current.url.hasPrefix(upstream.client.connector.address.baseURL + "/") {
+            return try await upstream.client.execute(current, scopes: .empty, replayable: true)
+        }
+        do {
+            return try await upstream.http.execute(current, timeout: configuration.requestTimeout)
+        } catch {
+            throw AuthError(.unreachable, "the redirect target is unreachable")
+        }
+    }
+
     // MARK: - Pieces
+
+    /// The blob fetcher for a connector's upstream API endpoint.
+    static func blobFetcher(for connector: Connector) throws -> BlobFetcher {
+        let address = connector.address
+        let endpoint = address.endpoint
+        var host = endpoint
+        var port = address.scheme.defaultPort
+        if let colon = endpoint.lastIndex(of: ":"), !endpoint[colon...].contains("]"), let number = Int(endpoint[endpoint.index(after: colon)...]) {
+            host = String(endpoint[..<colon])
+            port = number
+        }
+        host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let tls = address.scheme == .https ? try UpstreamHTTPClient.tlsConfiguration(for: connector) : nil
+        return try BlobFetcher(host: host, port: port, hostHeader: endpoint, configuration: .init(tls: tls))
+    }
 
     static func versionCheck() -> Response {
         Response(

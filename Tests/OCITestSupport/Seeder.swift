@@ -22,6 +22,11 @@ public enum Seeder {
         }
         let directory = try Loopback.temporaryDirectory("seed")
         defer { try? FileManager.default.removeItem(at: directory) }
+        if let pem = registry.certificatePEM {
+            let authority = directory.appendingPathComponent("ca.pem")
+            try Data(pem.utf8).write(to: authority)
+            auth += ["--cacert", authority.path]
+        }
         for blob in [image.config, image.layer] {
             let file = directory.appendingPathComponent("blob")
             try blob.write(to: file)

@@ -1,0 +1,150 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+@testable import OCIBlobForwarder
+import OCITestSupport
+import Testing
+
+/// ``BlobFetcher`` against a real registry: whole bodies, bounded reads, connection reuse, and
+/// failures that must surface as errors rather than as short bodies.
+@Suite("Blob fetcher")
+struct BlobFetcherTests {
+    /// A registry holding one image whose layer is `layerSize` bytes.
+    static func seeded(layerSize: Int, tls: Bool = false) async throws -> (TestRegistry, TestImage, String) {
+        let registry = tls ? try await TestRegistry.start(.anonymous, tls: true) : try await SharedRegistries.shared.anonymous()
+        let image = TestImage(layerSize: layerSize, seed: UInt8.random(in: 1...250))
+        let repository = "fetcher/app\(UInt32.random(in: 0...UInt32.max))"
+        try Seeder.push(image, to: registry, repository: repository, tag: "v1")
+        return (registry, image, "/v2/\(repository)/blobs/\(sha256Digest(image.layer))")
+    }
+
+    static func fetcher(_ registry: TestRegistry, _ configuration: BlobFetcher.Configuration = .init()) throws -> BlobFetcher {
+        try BlobFetcher(host: "127.0.0.1", port: registry.port, hostHeader: registry.host, configuration: configuration)
+    }
+
+    /// Reads a body to its end: the bytes, and the largest buffer seen.
+    static func read(_ body: BlobBody) async throws -> (Data, Int) {
+        var data = Data()
+        var largest = 0
+        for try await buffer in body {
+            largest = max(largest, buffer.readableBytes)
+            data.append(contentsOf: buffer.readableBytesView)
+        }
+        return (data, largest)
+    }
+
+    @Test func streamsABlobWholeInBuffersNoLargerThanConfigured() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 12 << 20)
+        let fetcher = try Self.fetcher(registry, .init(maximumReadSize: 512 * 1024))
+        defer { Task { await fetcher.shutdown() } }
+
+        let response = try await fetcher.get(path, headers: [:])
+        #expect(response.head.status == .ok)
+        #expect(response.head.headers.first(name: "Content-Length") == String(image.layer.count))
+        let (data, largest) = try await Self.read(response.body)
+        #expect(data.count == image.layer.count)
+        #expect(sha256Digest(data) == sha256Digest(image.layer))
+        #expect(largest <= 512 * 1024)
+        #expect(fetcher.idleConnections == 1)
+    }
+
+    @Test func reusesOneConnectionForRequestsInTurn() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 300_000)
+        let fetcher = try Self.fetcher(registry)
+        defer { Task { await fetcher.shutdown() } }
+
+        for _ in 0..<3 {
+            let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+            #expect(data == image.layer)
+        }
+        // An error response is a response too: its connection is reused as well.
+        let missing = try await fetcher.get(path.replacingOccurrences(of: "sha256:", with: "sha256:0"), headers: [:])
+        #expect(missing.head.status.code >= 400)
+        let (error, _) = try await Self.read(missing.body)
+        #expect(String(decoding: error, as: UTF8.self).contains(#""errors""#))
+        #expect(fetcher.connectionsOpened == 1)
+        #expect(fetcher.idleConnections == 1)
+    }
+
+    @Test func rangeRequestsPassThrough() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 100_000)
+        let fetcher = try Self.fetcher(registry)
+        defer { Task { await fetcher.shutdown() } }
+
+        let response = try await fetcher.get(path, headers: ["Range": "bytes=1000-1999"])
+        #expect(response.head.status == .partialContent)
+        let (data, _) = try await Self.read(response.body)
+        #expect(data == image.layer[1000..<2000])
+    }
+
+    @Test func droppingABodyClosesItsConnection() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 16 << 20)
+        let fetcher = try Self.fetcher(registry, .init(maximumReadSize: 64 * 1024, bufferedReads: 2))
+        defer { Task { await fetcher.shutdown() } }
+
+        do {
+            var iterator = try await fetcher.get(path, headers: [:]).body.makeAsyncIterator()
+            let first = try await iterator.next()
+            #expect(first != nil)
+        }
+        // The rest of the body cannot be skipped cheaply: the connection is closed, not kept.
+        try await waitUntil { fetcher.idleConnections == 0 && fetcher.connectionsOpened == 1 }
+        let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(data == image.layer)
+        #expect(fetcher.connectionsOpened == 2)
+    }
+
+    @Test func tlsWithTheConnectorsAuthority() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 1 << 20, tls: true)
+        defer { registry.stop() }
+        let pem = try #require(registry.certificatePEM)
+        var trusted = TLSConfiguration.makeClientConfiguration()
+        trusted.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))]
+        let fetcher = try Self.fetcher(registry, .init(tls: trusted))
+        defer { Task { await fetcher.shutdown() } }
+        let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(data == image.layer)
+
+        // Without the authority the handshake fails, before any response.
+        let untrusting = try Self.fetcher(registry, .init(tls: .makeClientConfiguration()))
+        defer { Task { await untrusting.shutdown() } }
+        await #expect { try await untrusting.get(path, headers: [:]) } throws: { error in
+            (error as? BlobFetchError)?.kind == .closedBeforeResponse
+        }
+    }
+
+    @Test func aSilentUpstreamTimesOut() async throws {
+        // Accepts connections and never answers.
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { silent.close(promise: nil) }
+        let port = try #require(silent.localAddress?.port)
+        let fetcher = try BlobFetcher(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)",
+                                      configuration: .init(readTimeout: .milliseconds(300)))
+        defer { Task { await fetcher.shutdown() } }
+        await #expect { try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:]) } throws: { error in
+            (error as? BlobFetchError)?.kind == .timedOut
+        }
+    }
+
+    @Test func nothingListeningIsUnreachable() async throws {
+        let closed = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(closed.localAddress?.port)
+        try await closed.close()
+        let fetcher = try BlobFetcher(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)")
+        await #expect { try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:]) } throws: { error in
+            (error as? BlobFetchError)?.kind == .unreachable && "\(error)".contains("127.0.0.1:\(port)")
+        }
+    }
+}
+
+/// Polls `condition` for up to five seconds.
+func waitUntil(_ condition: () -> Bool) async throws {
+    for _ in 0..<500 where !condition() {
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    #expect(condition())
+}
