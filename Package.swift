@@ -170,7 +170,11 @@ let package = Package(
         ),
         .testTarget(
             name: "OCIConnectorProxyTests",
-            dependencies: ["OCIConnectorProxy", "OCIProxyToken", "OCIReference"],
+            dependencies: [
+                "OCIConnectorProxy", "OCIProxyToken", "OCIReference",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             swiftSettings: testSettings
         ),
         // Real registries (docker-registry) and a token issuer for the end-to-end tests.
