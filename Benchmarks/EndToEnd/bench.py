@@ -13,6 +13,7 @@ import base64
 import concurrent.futures
 import hashlib
 import http.client
+import http.server
 import json
 import os
 import shutil
@@ -22,7 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 
 MiB = 1 << 20
 USER, PASSWORD = "bench", "bench-secret"
@@ -63,6 +66,74 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenIssuer:
+    """Distribution token auth: RS256 JWTs with the signing certificate in x5c, signed by openssl.
+    Counts the token requests it answers."""
+
+    def __init__(self, work):
+        self.key, self.cert = os.path.join(work, "issuer.key"), os.path.join(work, "issuer.pem")
+        subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key,
+                               "-out", self.cert, "-days", "1", "-subj", "/CN=bench-issuer"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        der = subprocess.check_output(["openssl", "x509", "-in", self.cert, "-outform", "DER"])
+        self.x5c = base64.b64encode(der).decode()
+        self.requests = 0
+        self.lock = threading.Lock()
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_):
+                pass
+
+            def do_GET(self):
+                expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                with issuer.lock:
+                    issuer.requests += 1
+                body = json.dumps({"token": issuer.sign(query.get("scope", [])), "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def realm(self):
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def sign(self, scopes):
+        access = []
+        for scope in scopes:
+            for item in scope.split(" "):
+                kind, _, rest = item.partition(":")
+                name, _, actions = rest.rpartition(":")
+                access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "x5c": [self.x5c]}).encode())
+        claims = b64url(json.dumps({"iss": "bench-issuer", "sub": USER, "aud": "bench-registry", "iat": now,
+                                    "nbf": now - 5, "exp": now + 300, "jti": os.urandom(8).hex(),
+                                    "access": access}).encode())
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=f"{header}.{claims}".encode(),
+                                   capture_output=True, check=True).stdout
+        return f"{header}.{claims}.{b64url(signature)}"
+
+    def stop(self):
+        self.server.shutdown()
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -76,10 +147,13 @@ class Bench:
         self.processes.append(process)
         return process
 
-    def registry(self, name, htpasswd):
+    def registry(self, name, htpasswd, issuer=None):
         port = free_port()
         auth = ""
-        if htpasswd:
+        if issuer:
+            auth = (f"auth:\n  token:\n    realm: {issuer.realm}\n    service: bench-registry\n"
+                    f"    issuer: bench-issuer\n    rootcertbundle: {issuer.cert}\n")
+        elif htpasswd:
             line = subprocess.check_output(["htpasswd", "-Bbn", USER, PASSWORD], text=True).strip()
             path = os.path.join(self.work, f"{name}.htpasswd")
             open(path, "w").write(line + "\n")
@@ -122,9 +196,11 @@ http {{
         wait_port(port)
         return port, anonymous, process
 
-    def proxy(self, registry_port, anonymous_port):
+    def proxy(self, registry_port, anonymous_port, token_port):
+        """Starts a proxy for the three registries; returns its port, a workload token and the process."""
         keys = os.path.join(self.work, "keys")
-        subprocess.check_call([self.args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
+        if not os.path.exists(keys):
+            subprocess.check_call([self.args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
         connectors = os.path.join(self.work, "connectors.yaml")
         open(connectors, "w").write(f"""
 kind: Connector
@@ -138,12 +214,16 @@ stringData: {{username: {USER}, password: {PASSWORD}}}
 kind: Connector
 metadata: {{name: anonymous, namespace: bench}}
 spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
+---
+kind: Connector
+metadata: {{name: tokened, namespace: bench}}
+spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: creds}}}}}}
 """)
         process = self.start([self.args.proxy_bin, "--connectors", connectors, "--listen", "127.0.0.1:0",
                               "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
         port = int(process.stdout.readline().decode().strip().rsplit(":", 1)[1])
         token = subprocess.check_output(
-            [self.args.config_bin, "token", "--connector", "bench/authed,bench/anonymous", "--actions", "pull,push",
+            [self.args.config_bin, "token", "--connector", "bench/authed,bench/anonymous,bench/tokened", "--actions", "pull,push",
              "--ttl", "2h", "--signing-key", f"{keys}/signing-key.jwk"], text=True).strip()
         return port, token, process
 
@@ -196,28 +276,27 @@ spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
         return value if value.startswith("http") else path["base"] + value
 
     # ---------------------------------------------------------------- manifests
-    def latency(self, path, method, connections, seconds):
-        host, port = path["host"], path["port"]
-        url = f"/v2/{path['prefix']}bench/small/manifests/v1"
-        headers = {"Accept": "application/vnd.oci.image.manifest.v1+json", **path["headers"]}
-        deadline = time.time() + seconds
-
-        def worker(_):
-            connection = http.client.HTTPConnection(host, port)
-            samples = []
-            while time.time() < deadline:
-                begin = time.perf_counter()
-                connection.request(method, url, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                samples.append(time.perf_counter() - begin)
-                assert response.status == 200, response.status
-            return samples
-
-        with concurrent.futures.ThreadPoolExecutor(connections) as pool:
-            samples = sorted(s for batch in pool.map(worker, range(connections)) for s in batch)
+    def latency(self, path, method, connections, requests):
+        """Manifest requests from one `curl --parallel` over `connections` keep-alive connections:
+        p50/p99 of each request's time and requests/s. (wrk cannot do HEAD; ab speaks HTTP/1.0.)"""
+        url = f"http://{path['host']}:{path['port']}/v2/{path['prefix']}bench/small/manifests/v1"
+        count = max(requests, connections * 20)
+        config = os.path.join(self.work, "latency.cfg")
+        open(config, "w").write(f'url = "{url}"\noutput = "/dev/null"\n' * count)
+        argv = ["curl", "-s", "--parallel", "--parallel-max", str(connections), "-K", config,
+                "-H", "Accept: application/vnd.oci.image.manifest.v1+json", "-w", "%{time_total} %{http_code}\\n"]
+        for name, value in path["headers"].items():
+            argv += ["-H", f"{name}: {value}"]
+        if method == "HEAD":
+            argv.append("-I")
+        start = time.perf_counter()
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=300).stdout
+        elapsed = time.perf_counter() - start
+        samples = sorted(float(line.split()[0]) for line in out.splitlines())
+        codes = {line.split()[1] for line in out.splitlines()}
+        assert len(samples) == count and codes == {"200"}, (len(samples), codes)
         return {"p50_ms": samples[len(samples) // 2] * 1e3, "p99_ms": samples[int(len(samples) * 0.99)] * 1e3,
-                "rps": len(samples) / seconds}
+                "rps": count / elapsed}
 
     # ---------------------------------------------------------------- run
     def run(self):
@@ -232,14 +311,15 @@ spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
             subprocess.check_call(["dd", f"if={self.blob}", f"of={part}", "bs=1M", f"skip={index}", "count=64", "status=none"])
             self.parts.append(part)
 
+        self.issuer = TokenIssuer(self.work)
         authed = self.registry("authed", True)
         anonymous = self.registry("anonymous", False)
+        tokened = self.registry("tokened", False, issuer=self.issuer)
+        self.registries = (authed, anonymous, tokened)
         nginx_default = self.nginx("nginx-default", authed, anonymous, tuned=False)
         nginx_tuned = self.nginx("nginx-tuned", authed, anonymous, tuned=True)
-        proxy_port, token, proxy = self.proxy(authed, anonymous)
+        proxy_port, token, proxy = self.proxy(*self.registries)
         basic = ["-u", f"{USER}:{PASSWORD}"]
-        token_auth = ["-u", f"ci:{token}"]
-        token_header = {"Authorization": "Basic " + base64.b64encode(f"ci:{token}".encode()).decode()}
         paths = {
             "direct": {"base": f"http://127.0.0.1:{authed}", "prefix": "", "auth": basic, "pids": [],
                        "host": "127.0.0.1", "port": anonymous, "headers": {}},
@@ -247,53 +327,97 @@ spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
                               "pids": self.nginx_pids("nginx-default"), "host": "127.0.0.1", "port": nginx_default[1], "headers": {}},
             "nginx-tuned": {"base": f"http://127.0.0.1:{nginx_tuned[0]}", "prefix": "", "auth": [],
                             "pids": self.nginx_pids("nginx-tuned"), "host": "127.0.0.1", "port": nginx_tuned[1], "headers": {}},
-            "proxy": {"base": f"http://127.0.0.1:{proxy_port}", "prefix": "namespaces/bench/connectors/authed/", "auth": token_auth,
-                      "pids": [proxy.pid], "host": "127.0.0.1", "port": proxy_port, "headers": token_header},
+            "proxy": self.proxy_path(proxy_port, token, proxy),
         }
-        # The manifest tests go to the anonymous registry (the htpasswd check costs ~2.5 ms a request).
-        paths["proxy"]["latency_prefix"] = "namespaces/bench/connectors/anonymous/"
 
         # Seed: the big blob, and a small image for manifest requests.
-        direct = paths["direct"]
-        self.push(direct, "bench/blob", chunked=False)
-        self.seed_manifest(anonymous)
+        self.push(paths["direct"], "bench/blob", chunked=False)
+        self.seed_image(f"http://127.0.0.1:{anonymous}", "bench/small", [], layer_size=1024)
 
         rows = {name: {} for name in paths}
         for round_index in range(args.rounds):
             order = list(paths) if round_index % 2 == 0 else list(reversed(paths))
             for name in order:
-                path = paths[name]
+                path, row = paths[name], rows[name]
                 before = cpu_seconds(path["pids"])
-                rows[name].setdefault("pull_1", []).append(self.pull(path, 1))
-                rows[name].setdefault("cpu_per_gib", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
-                rows[name].setdefault("pull_8", []).append(self.pull(path, 8))
-                rows[name].setdefault("push_mono", []).append(self.push(path, f"bench/push-{name}-{round_index}", False))
-                rows[name].setdefault("push_chunked", []).append(self.push(path, f"bench/chunk-{name}-{round_index}", True))
-        rss_after_first = rss_kib(proxy.pid)
+                row.setdefault("pull_1", []).append(self.pull(path, 1))
+                row.setdefault("cpu_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                row.setdefault("pull_8", []).append(self.pull(path, 8))
+                before = cpu_seconds(path["pids"])
+                row.setdefault("push_mono", []).append(self.push(path, f"bench/push-{name}-{round_index}", False))
+                row.setdefault("cpu_push", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                row.setdefault("push_chunked", []).append(self.push(path, f"bench/chunk-{name}-{round_index}", True))
 
-        # Manifest latency, against the anonymous registry.
+        # Manifest latency, against the anonymous registry (its htpasswd check costs ~2.5 ms a request).
         for name in ["direct", "nginx-tuned", "proxy"]:
             path = dict(paths[name])
             path["prefix"] = path.get("latency_prefix", "")
             for method in ["HEAD", "GET"]:
                 for connections in args.connections:
-                    rows[name][f"{method}_{connections}"] = self.latency(path, method, connections, args.latency_seconds)
+                    rows[name][f"{method}_{connections}"] = self.latency(path, method, connections, args.latency_requests)
 
-        # Memory under load: 8 pulls and 4 pushes at once through the proxy.
-        path = paths["proxy"]
+        self.results = {
+            "size_mib": args.size_mib, "rounds": args.rounds,
+            "paths": {name: {key: (statistics.median(v) if isinstance(v, list) else v) for key, v in row.items()}
+                      for name, row in rows.items()},
+            "proxy_memory_mib": self.memory(),
+            "upstream_token_requests": self.token_requests(paths["proxy"], concurrency=100),
+        }
+        return self.results
+
+    def proxy_path(self, port, token, process):
+        return {"base": f"http://127.0.0.1:{port}", "prefix": "namespaces/bench/connectors/authed/",
+                "auth": ["-u", f"ci:{token}"], "pids": [process.pid], "host": "127.0.0.1", "port": port,
+                "headers": {"Authorization": "Basic " + base64.b64encode(f"ci:{token}".encode()).decode()},
+                "latency_prefix": "namespaces/bench/connectors/anonymous/"}
+
+    def memory(self):
+        """A fresh proxy's resident memory: idle, after 1 and 8 blobs pulled one after another, and its
+        peak while 8 pulls and 4 pushes run at once."""
+        port, token, process = self.proxy(*self.registries)
+        path = self.proxy_path(port, token, process)
+        self.curl(*path["auth"], "-o", "/dev/null", f"{path['base']}/v2/")
+        idle = rss_kib(process.pid)
+        self.pull(path, 1)
+        after_first = rss_kib(process.pid)
+        for _ in range(7):
+            self.pull(path, 1)
+        after_eight = rss_kib(process.pid)
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             jobs = [pool.submit(self.pull, path, 1) for _ in range(8)]
             jobs += [pool.submit(self.push, path, f"bench/load-{i}", False) for i in range(4)]
             for job in jobs:
                 job.result()
-        self.results = {
-            "size_mib": args.size_mib, "rounds": args.rounds,
-            "paths": {name: {key: (statistics.median(v) if isinstance(v, list) else v) for key, v in row.items()}
-                      for name, row in rows.items()},
-            "proxy_rss_mib": {"idle_to_first_rounds": rss_after_first / 1024, "after_load": rss_kib(proxy.pid) / 1024,
-                              "peak": rss_kib(proxy.pid, "VmHWM") / 1024},
-        }
-        return self.results
+        return {"idle": idle / 1024, "after_1x": after_first / 1024, "after_8x": after_eight / 1024,
+                "after_load": rss_kib(process.pid) / 1024, "peak": rss_kib(process.pid, "VmHWM") / 1024}
+
+    def token_requests(self, proxy_path, concurrency):
+        """Upstream token requests the proxy makes for `concurrency` simultaneous pulls of one image
+        (manifest, config and layer) from the token-auth registry."""
+        base = f"http://127.0.0.1:{self.registries[2]}"
+        realm = f"{self.issuer.realm}?service=bench-registry&scope=repository:bench/tokened:pull,push"
+        answer = subprocess.check_output(["curl", "-sf", "-u", f"{USER}:{PASSWORD}", realm], text=True)
+        auth = ["-H", "Authorization: Bearer " + json.loads(answer)["token"]]
+        config, layer, manifest = self.seed_image(base, "bench/tokened", auth, layer_size=256 * 1024)
+        before = self.issuer.requests
+        prefix = "/v2/namespaces/bench/connectors/tokened/bench/tokened"
+        headers = {**proxy_path["headers"], "Accept": "application/vnd.oci.image.manifest.v1+json"}
+        barrier = threading.Barrier(concurrency)
+
+        def pull(_):
+            connection = http.client.HTTPConnection("127.0.0.1", proxy_path["port"], timeout=60)
+            barrier.wait()
+            for target, expected in [("manifests/v1", manifest), (f"blobs/{config}", None), (f"blobs/{layer}", None)]:
+                connection.request("GET", f"{prefix}/{target}", headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+                assert response.status == 200, (response.status, body[:200])
+                assert expected is None or body == expected
+            return True
+
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            assert all(pool.map(pull, range(concurrency)))
+        return {"pulls": concurrency, "requests": self.issuer.requests - before}
 
     def nginx_pids(self, name):
         master = int(open(f"{self.work}/{name}.pid").read().strip()) if os.path.exists(f"{self.work}/{name}.pid") else None
@@ -303,23 +427,32 @@ spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
         children = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
         return [master] + [int(pid) for pid in children]
 
-    def seed_manifest(self, port):
-        base = f"http://127.0.0.1:{port}/v2/bench/small"
-        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-        digest = "sha256:" + hashlib.sha256(config).hexdigest()
-        path = {"base": f"http://127.0.0.1:{port}", "prefix": "", "auth": []}
-        location = self.start_upload(path, base)
-        file = os.path.join(self.work, "config")
-        open(file, "wb").write(config)
-        self.curl("-X", "PUT", "-T", file, "-H", "Content-Type: application/octet-stream", f"{location}&digest={digest}")
+    def seed_image(self, base, repository, auth, layer_size):
+        """Pushes a config blob, a layer and an OCI manifest tagged v1; returns both digests and the manifest."""
+        path = {"base": base, "prefix": "", "auth": auth}
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        layer = os.urandom(layer_size)
+        digests = []
+        file = os.path.join(self.work, "seed")
+        for blob in (config, layer):
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            location = self.start_upload(path, f"{base}/v2/{repository}")
+            open(file, "wb").write(blob)
+            self.curl(*auth, "-X", "PUT", "-T", file, "-H", "Content-Type: application/octet-stream", f"{location}&digest={digest}")
+            digests.append(digest)
         manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
-                                          "size": len(config)}, "layers": []}).encode()
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0],
+                                          "size": len(config)},
+                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digests[1],
+                                           "size": len(layer)}]}).encode()
         open(file, "wb").write(manifest)
-        self.curl("-X", "PUT", "-T", file, "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
-                  f"{base}/manifests/v1")
+        self.curl(*auth, "-X", "PUT", "-T", file, "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                  f"{base}/v2/{repository}/manifests/v1")
+        return digests[0], digests[1], manifest
 
     def cleanup(self):
+        if getattr(self, "issuer", None):
+            self.issuer.stop()
         for process in self.processes:
             process.send_signal(signal.SIGTERM)
         for process in self.processes:
@@ -336,7 +469,7 @@ def table(results):
     lines = ["| figure | direct | nginx default | nginx tuned | proxy | proxy/nginx tuned | proxy/direct |",
              "|---|---:|---:|---:|---:|---:|---:|"]
 
-    def row(label, key, unit="", fmt="{:.0f}", higher_better=True):
+    def row(label, key, unit="", fmt="{:.0f}"):
         values = [paths[name].get(key) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
         cells = ["–" if v is None else fmt.format(v) + unit for v in values]
         ratio_nginx = f"{proxy[key] / nginx[key]:.2f}×" if nginx.get(key) else "–"
@@ -347,18 +480,24 @@ def table(results):
     row("blob pull, 8 streams total (MB/s)", "pull_8")
     row("blob push, monolithic (MB/s)", "push_mono")
     row("blob push, 64 MiB chunks (MB/s)", "push_chunked")
-    row("CPU s per GiB pulled (1 stream)", "cpu_per_gib", fmt="{:.2f}")
-    for key in sorted(k for k in proxy if "_" in k and k.split("_")[0] in ("HEAD", "GET")):
+    row("CPU s per GiB pulled (1 stream)", "cpu_pull", fmt="{:.2f}")
+    row("CPU s per GiB pushed (monolithic)", "cpu_push", fmt="{:.2f}")
+    for key in sorted((k for k in proxy if k.split("_")[0] in ("HEAD", "GET")), key=lambda k: (k.split("_")[0], int(k.split("_")[1]))):
         for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}")]:
-            label = f"manifest {key.replace('_', ' @ ')} conns {metric.replace('_ms', '')}"
+            method, connections = key.split("_")
+            label = f"manifest {method}, {connections} conns, {metric.replace('_ms', '')}"
             values = [paths[name].get(key, {}).get(metric) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
             cells = ["–" if v is None else fmt.format(v) + unit for v in values]
             p, n, d = values[3], values[2], values[0]
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {p / n:.2f}× | {p / d:.2f}× |")
-    rss = results["proxy_rss_mib"]
-    lines.append(f"\nproxy RSS: {rss['idle_to_first_rounds']:.0f} MiB after the rounds, {rss['after_load']:.0f} MiB after "
-                 f"8 pulls + 4 pushes at once, peak {rss['peak']:.0f} MiB; blob {results['size_mib']} MiB, "
-                 f"medians of {results['rounds']} rounds")
+            extra = f" (+{p - d:.2f} ms)" if unit else ""
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {p / n:.2f}× | {p / d:.2f}×{extra} |")
+    memory, tokens = results["proxy_memory_mib"], results["upstream_token_requests"]
+    lines.append(
+        f"\nproxy RSS (fresh process): idle {memory['idle']:.0f} MiB, after 1 blob pulled {memory['after_1x']:.0f} MiB, "
+        f"after 8 {memory['after_8x']:.0f} MiB (growth {memory['after_8x'] - memory['after_1x']:+.0f} MiB); "
+        f"peak during 8 pulls + 4 pushes at once {memory['peak']:.0f} MiB ({memory['peak'] - memory['idle']:.0f} MiB above idle)")
+    lines.append(f"upstream token requests for {tokens['pulls']} concurrent pulls of one image: {tokens['requests']}")
+    lines.append(f"blob {results['size_mib']} MiB, medians of {results['rounds']} rounds")
     return "\n".join(lines)
 
 
@@ -366,8 +505,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--latency-seconds", type=float, default=3)
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--latency-requests", type=int, default=4000)
     parser.add_argument("--proxy-bin", default=".build/release/oci-connector-proxy")
     parser.add_argument("--config-bin", default=".build/release/oci-connector-config")
     parser.add_argument("--out", default="Benchmarks/EndToEnd/results.json")
