@@ -141,6 +141,95 @@ struct BlobFetcherTests {
     }
 }
 
+extension BlobFetcherTests {
+    @Test func aRequestOnAConnectionTheUpstreamDroppedIsSentAgain() async throws {
+        let upstream = try await ScriptedUpstream.start(.closeOnSecondRequest)
+        defer { upstream.close() }
+        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
+        defer { Task { await fetcher.shutdown() } }
+        for _ in 0..<2 {
+            let response = try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:])
+            let (data, _) = try await Self.read(response.body)
+            #expect(String(decoding: data, as: UTF8.self) == "ok")
+        }
+        #expect(fetcher.connectionsOpened == 2)
+    }
+
+    @Test func aShortBodyIsAnErrorNotAnEnd() async throws {
+        let upstream = try await ScriptedUpstream.start(.truncate)
+        defer { upstream.close() }
+        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
+        defer { Task { await fetcher.shutdown() } }
+        let response = try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:])
+        #expect(response.head.status == .ok)
+        await #expect { _ = try await Self.read(response.body) } throws: { error in
+            (error as? BlobFetchError)?.kind == .truncated
+        }
+    }
+}
+
+/// An HTTP/1.1 upstream that misbehaves on purpose.
+struct ScriptedUpstream {
+    enum Script: Sendable {
+        /// Answers a connection's first request with `ok`, and closes it on the second.
+        case closeOnSecondRequest
+        /// Promises 100 bytes, sends 10 and closes.
+        case truncate
+    }
+
+    let channel: any Channel
+    var port: Int { channel.localAddress?.port ?? 0 }
+
+    static func start(_ script: Script) async throws -> ScriptedUpstream {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(script: script))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return ScriptedUpstream(channel: channel)
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let script: Script
+        var served = 0
+
+        init(script: Script) {
+            self.script = script
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            served += 1
+            switch script {
+            case .closeOnSecondRequest where served > 1:
+                context.close(promise: nil)
+            case .closeOnSecondRequest:
+                respond(context, length: 2, body: "ok", end: true)
+            case .truncate:
+                respond(context, length: 100, body: "0123456789", end: false)
+                context.close(promise: nil)
+            }
+        }
+
+        func respond(_ context: ChannelHandlerContext, length: Int, body: String, end: Bool) {
+            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": String(length)])
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            if end { context.write(wrapOutboundOut(.end(nil)), promise: nil) }
+            context.flush()
+        }
+    }
+}
+
 /// Polls `condition` for up to five seconds.
 func waitUntil(_ condition: () -> Bool) async throws {
     for _ in 0..<500 where !condition() {

@@ -16,26 +16,29 @@ let benchmarks: @Sendable () -> Void = {
         metrics: [.throughput, .wallClock, .mallocCountTotal, .instructions],
         scalingFactor: .kilo,
         maxDuration: .seconds(2),
-        maxIterations: 1_000
+        maxIterations: 1_000,
+        // Thresholds/ holds the p90 of allocations per 1000 operations; one more allocation per
+        // operation fails `bash Benchmarks/thresholds.sh check`.
+        thresholds: [.mallocCountTotal: .init(absolute: [.p90: 1_000])]
     )
 
     for (label, input) in [
         ("short", short), ("typical", typical), ("long", long), ("digest", digested), ("tag+digest", tagAndDigest),
     ] {
-        Benchmark("Parse \(label) reference") { benchmark in
+        Benchmark("Parse-\(label)") { benchmark in
             for _ in benchmark.scaledIterations {
                 blackHole(try ImageReference(parsing: input))
             }
         }
     }
 
-    Benchmark("Split by '/' (naive baseline)") { benchmark in
+    Benchmark("NaiveSplitOnSlash") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(typical.split(separator: "/"))
         }
     }
 
-    Benchmark("Route proxy blob path") { benchmark in
+    Benchmark("RouteProxyBlobPath") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(try ConnectorRoute(pathFormPath: proxyPath))
         }
@@ -46,7 +49,7 @@ let benchmarks: @Sendable () -> Void = {
         upstream: RegistryAddress(parsing: "https://harbor.example.com"),
         proxy: "proxy.example:8080")
     let reference = try! ImageReference(parsing: typical)
-    Benchmark("Rewrite for path form") { benchmark in
+    Benchmark("RewriteForPathForm") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(try address.rewrite(reference))
         }
