@@ -88,7 +88,14 @@ public final class BlobFetcher: Sendable {
     /// Failures before the head arrives are thrown; failures while the body streams end the body
     /// sequence with the error, so a truncated body is never mistaken for a whole one.
     public func get(_ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
+        try await read(.GET, target, headers: headers)
+    }
+
+    /// Sends a `GET` or `HEAD` of `target` (a path and query), as ``get(_:headers:)`` does; a
+    /// `HEAD`'s body is empty.
+    public func read(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
+        precondition(method == .GET || method == .HEAD, "BlobFetcher only reads: GET or HEAD")
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
         head.headers.replaceOrAdd(name: "Host", value: hostHeader)
         if let connection = pool.checkout() {
             do {

@@ -39,8 +39,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     struct Upstream: Sendable {
         let client: UpstreamClient
         let http: HTTPClient
-        /// Blob GETs: the bulk of the bytes, on connections tuned for them.
-        let blobs: BlobFetcher
+        /// Reads (GET and HEAD of manifests, blobs, tags, referrers): most requests and the bulk
+        /// of the bytes, on connections tuned for them.
+        let reads: BlobFetcher
         /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
         let passRedirects: Bool
     }
@@ -58,7 +59,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             let http = try UpstreamHTTPClient.make(for: connector)
             upstreams[id] = Upstream(
                 client: UpstreamClient(connector: connector, httpClient: http, tokens: tokens, timeout: .seconds(30)),
-                http: http, blobs: try Self.blobFetcher(for: connector),
+                http: http, reads: try Self.blobFetcher(for: connector),
                 passRedirects: connector.parameters["redirects"]?.lowercased() == "pass")
         }
         self.upstreams = upstreams
@@ -77,7 +78,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     public func shutdown() async {
         for upstream in upstreams.values {
             try? await upstream.http.shutdown()
-            await upstream.blobs.shutdown()
+            await upstream.reads.shutdown()
         }
     }
 
@@ -156,9 +157,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             outbound.body = .bytes(ByteBuffer())
         }
         let scopes = ScopeHints.scopes(method: request.method.rawValue, route: route, mountFrom: query.flatMap(Self.mountSource))
-        if request.method == .get, case .repository(_, .blob) = route {
-            return try await fetchBlob(outbound, target: path + (query.map { "?" + $0 } ?? ""), scopes: scopes,
-                                       request: request, host: host, prefix: prefix, upstream: upstream, log: log)
+        if let method = Self.readMethod(request.method, route) {
+            return try await read(method, outbound, target: path + (query.map { "?" + $0 } ?? ""), scopes: scopes,
+                                  request: request, host: host, prefix: prefix, upstream: upstream, log: log)
         }
 
         var response: HTTPClientResponse
@@ -181,10 +182,25 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                        to: request, host: host, prefix: prefix, upstream: upstream, log: log)
     }
 
-    /// A blob GET, on the upstream's ``BlobFetcher``: authorised up front like every request,
-    /// retried once after a 401, and redirects followed as for any other GET.
-    private func fetchBlob(_ outbound: HTTPClientRequest, target: String, scopes: ScopeSet, request: Request, host: String,
-                           prefix: String, upstream: Upstream, log: RequestLog) async throws -> Response {
+    /// The reads that go through the upstream's ``BlobFetcher``: GET and HEAD of repository
+    /// content. The base and catalog endpoints stay on the general client.
+    static func readMethod(_ method: HTTPRequest.Method, _ route: RegistryRoute) -> NIOHTTP1.HTTPMethod? {
+        guard case .repository(_, let endpoint) = route else { return nil }
+        switch endpoint {
+        case .manifest, .blob, .tagList, .referrers: break
+        case .uploadStart, .upload: return nil
+        }
+        switch method {
+        case .get: return .GET
+        case .head: return .HEAD
+        default: return nil
+        }
+    }
+
+    /// A read on the upstream's ``BlobFetcher``: authorised up front like every request, retried
+    /// once after a 401, and redirects followed as for any other GET.
+    private func read(_ method: NIOHTTP1.HTTPMethod, _ outbound: HTTPClientRequest, target: String, scopes: ScopeSet,
+                      request: Request, host: String, prefix: String, upstream: Upstream, log: RequestLog) async throws -> Response {
         let unavailable = { (reason: String) in
             RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(upstream.client.connector.address.registryName): \(reason)")
         }
@@ -194,12 +210,12 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             let authorization = try await upstream.client.authorization(for: scopes)
             headers.replaceOrAdd(name: "Authorization", value: authorization.headerValue ?? "")
             if authorization.headerValue == nil { headers.remove(name: "Authorization") }
-            var response = try await upstream.blobs.get(target, headers: headers)
+            var response = try await upstream.reads.read(method, target, headers: headers)
             if response.head.status == .unauthorized {
                 await Self.discard(response.body)
                 if let retry = try await upstream.client.recover(from: response.head.headers, rejected: authorization, scopes: scopes) {
                     headers.replaceOrAdd(name: "Authorization", value: retry)
-                    response = try await upstream.blobs.get(target, headers: headers)
+                    response = try await upstream.reads.read(method, target, headers: headers)
                 }
             }
             fetched = response

@@ -68,6 +68,21 @@ struct BlobFetcherTests {
         #expect(fetcher.idleConnections == 1)
     }
 
+    @Test func headHasNoBodyAndLeavesTheConnectionReusable() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 200_000)
+        let fetcher = try Self.fetcher(registry)
+        defer { Task { await fetcher.shutdown() } }
+
+        let head = try await fetcher.read(.HEAD, path, headers: [:])
+        #expect(head.head.status == .ok)
+        #expect(head.head.headers.first(name: "Content-Length") == String(image.layer.count))
+        let (empty, _) = try await Self.read(head.body)
+        #expect(empty.isEmpty)
+        let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(data == image.layer)
+        #expect(fetcher.connectionsOpened == 1)
+    }
+
     @Test func rangeRequestsPassThrough() async throws {
         let (registry, image, path) = try await Self.seeded(layerSize: 100_000)
         let fetcher = try Self.fetcher(registry)
