@@ -230,13 +230,15 @@ final class ConnectionPool: Sendable {
         self.capacity = capacity
     }
 
-    /// The most recently used connection that is still open.
+    /// The most recently used open connection, preferring one on the calling thread's event loop:
+    /// its response then needs no thread switch to reach the task that waits for it.
     func checkout() -> PooledConnection? {
         idle.withLock { idle in
-            while let connection = idle.popLast() {
-                if connection.channel.isActive { return connection }
+            idle.removeAll { !$0.channel.isActive }
+            if let local = idle.lastIndex(where: { $0.channel.eventLoop.inEventLoop }) {
+                return idle.remove(at: local)
             }
-            return nil
+            return idle.popLast()
         }
     }
 
