@@ -27,9 +27,11 @@ final class ClientAuthenticator: Sendable {
             throw Self.unauthorized("authentication required: use the proxy token as the password, or as a Bearer token")
         }
         if let claims = verified.withLock({ $0[header] }) {
-            let seconds = Int(now.timeIntervalSince1970)
-            guard seconds < claims.expiresAt else { throw Self.unauthorized("invalid proxy token: the token has expired") }
-            guard seconds >= claims.notBefore else { throw Self.unauthorized("invalid proxy token: the token is not valid yet") }
+            do {
+                try claims.checkValidity(at: now)
+            } catch {
+                throw Self.unauthorized("invalid proxy token: \(error.reason)")
+            }
             return claims
         }
         let claims = try verify(header, now: now)

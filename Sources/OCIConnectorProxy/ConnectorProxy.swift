@@ -44,6 +44,18 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let reads: BlobFetcher
         /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
         let passRedirects: Bool
+
+        /// The upstream could not be reached or answered nonsense.
+        func unavailable(_ reason: String) -> RegistryErrorResponse {
+            RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(client.connector.address.registryName): \(reason)")
+        }
+
+        /// The upstream refused the connector's credentials.
+        func refused(_ scopes: ScopeSet) -> RegistryErrorResponse {
+            RegistryErrorResponse(
+                .forbidden, "DENIED",
+                "the upstream registry \(client.connector.address.registryName) refused the connector's credentials for \(scopes)")
+        }
     }
 
     private let upstreams: [ConnectorID: Upstream]
@@ -170,13 +182,11 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                 response = try await follow(response, from: outbound, upstream: upstream)
             }
         } catch {
-            throw RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(upstream.client.connector.address.registryName): \(error.reason)")
+            throw upstream.unavailable(error.reason)
         }
         if response.status == .unauthorized {
             _ = try? await response.body.collect(upTo: 64 * 1024)
-            throw RegistryErrorResponse(
-                .forbidden, "DENIED",
-                "the upstream registry \(upstream.client.connector.address.registryName) refused the connector's credentials for \(scopes)")
+            throw upstream.refused(scopes)
         }
         return respond(status: response.status, headers: response.headers, body: response.body,
                        to: request, host: host, prefix: prefix, upstream: upstream, log: log)
@@ -201,9 +211,6 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// once after a 401, and redirects followed as for any other GET.
     private func read(_ method: NIOHTTP1.HTTPMethod, _ outbound: HTTPClientRequest, target: String, scopes: ScopeSet,
                       request: Request, host: String, prefix: String, upstream: Upstream, log: RequestLog) async throws -> Response {
-        let unavailable = { (reason: String) in
-            RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(upstream.client.connector.address.registryName): \(reason)")
-        }
         var headers = outbound.headers
         let fetched: BlobResponse
         do {
@@ -220,16 +227,14 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             }
             fetched = response
         } catch let error as AuthError {
-            throw unavailable(error.reason)
+            throw upstream.unavailable(error.reason)
         } catch {
-            throw unavailable("\(error)")
+            throw upstream.unavailable("\(error)")
         }
         let status = fetched.head.status
         if status == .unauthorized {
             await Self.discard(fetched.body)
-            throw RegistryErrorResponse(
-                .forbidden, "DENIED",
-                "the upstream registry \(upstream.client.connector.address.registryName) refused the connector's credentials for \(scopes)")
+            throw upstream.refused(scopes)
         }
         if (300..<400).contains(status.code), !upstream.passRedirects, let location = fetched.head.headers.first(name: "Location") {
             await Self.discard(fetched.body)
@@ -237,7 +242,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             do {
                 response = try await follow(location, from: outbound, upstream: upstream)
             } catch {
-                throw unavailable(error.reason)
+                throw upstream.unavailable(error.reason)
             }
             return respond(status: response.status, headers: response.headers, body: response.body,
                            to: request, host: host, prefix: prefix, upstream: upstream, log: log)
@@ -327,16 +332,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// The blob fetcher for a connector's upstream API endpoint.
     static func blobFetcher(for connector: Connector) throws -> BlobFetcher {
         let address = connector.address
-        let endpoint = address.endpoint
-        var host = endpoint
-        var port = address.scheme.defaultPort
-        if let colon = endpoint.lastIndex(of: ":"), !endpoint[colon...].contains("]"), let number = Int(endpoint[endpoint.index(after: colon)...]) {
-            host = String(endpoint[..<colon])
-            port = number
-        }
-        host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let tls = address.scheme == .https ? try UpstreamHTTPClient.tlsConfiguration(for: connector) : nil
-        return try BlobFetcher(host: host, port: port, hostHeader: endpoint, configuration: .init(tls: tls))
+        return try BlobFetcher(host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
+                               configuration: .init(tls: tls))
     }
 
     static func versionCheck() -> Response {

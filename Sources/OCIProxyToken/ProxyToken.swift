@@ -31,6 +31,13 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
         case id = "jti", audience = "aud", issuer = "iss"
     }
 
+    /// Throws unless `now` lies in the claims' validity period.
+    public func checkValidity(at now: Date) throws(ProxyTokenError) {
+        let seconds = Int(now.timeIntervalSince1970)
+        guard seconds < expiresAt else { throw ProxyTokenError("the token has expired") }
+        guard seconds >= notBefore else { throw ProxyTokenError("the token is not valid yet") }
+    }
+
     /// Creates claims valid from `now` for `lifetime` seconds.
     public init(subject: String, connectors: [String], actions: [String], repositories: [String]? = nil,
                 lifetime: Int, now: Date = Date(), id: String = UUID().uuidString) {

@@ -110,9 +110,7 @@ public struct ProxyTokenVerifier: Sendable {
         guard let claims = try? JSONDecoder().decode(ProxyTokenClaims.self, from: payload) else {
             throw ProxyTokenError("the token's claims are not those of a proxy token")
         }
-        let seconds = Int(now.timeIntervalSince1970)
-        guard seconds < claims.expiresAt else { throw ProxyTokenError("the token has expired") }
-        guard seconds >= claims.notBefore else { throw ProxyTokenError("the token is not valid yet") }
+        try claims.checkValidity(at: now)
         return claims
     }
 }

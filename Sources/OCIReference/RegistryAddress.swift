@@ -95,6 +95,15 @@ public struct RegistryAddress: Hashable, Sendable, CustomStringConvertible {
         DockerHub.endpoint(forRegistry: registryName)
     }
 
+    /// The host to connect to for the API: ``endpoint``'s host, without IPv6 brackets.
+    public var connectHost: String {
+        let host = registryName == DockerHub.registryName ? DockerHub.apiEndpoint : self.host
+        return host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    }
+
+    /// The port to connect to for the API.
+    public var connectPort: Int { port ?? scheme.defaultPort }
+
     /// The base URL of the API endpoint, such as `https://harbor.example.com`.
     public var baseURL: String { "\(scheme.rawValue)://\(endpoint)" }
 

@@ -106,6 +106,20 @@ struct ConnectorAddressingTests {
     }
 
     @Test(arguments: [
+        ("https://harbor.example.com", "harbor.example.com", 443),
+        ("http://127.0.0.1:5000", "127.0.0.1", 5000),
+        ("http://registry.local:80", "registry.local", 80),
+        ("HTTPS://[::1]:8443", "::1", 8443),
+        ("https://docker.io", "registry-1.docker.io", 443),
+        ("https://index.docker.io", "registry-1.docker.io", 443),
+    ])
+    func connectsToTheAPIEndpoint(_ text: String, _ host: String, _ port: Int) throws {
+        let address = try RegistryAddress(parsing: text)
+        #expect(address.connectHost == host)
+        #expect(address.connectPort == port)
+    }
+
+    @Test(arguments: [
         ("https://harbor.example.com", "https", "harbor.example.com", "harbor.example.com", "https://harbor.example.com"),
         ("harbor.example.com/", "https", "harbor.example.com", "harbor.example.com", "https://harbor.example.com"),
         ("http://127.0.0.1:5000", "http", "127.0.0.1:5000", "127.0.0.1:5000", "http://127.0.0.1:5000"),
