@@ -53,17 +53,17 @@ struct RenderCommand: AsyncParsableCommand {
         } catch {
             throw ToolFailure("\(error.reason)")
         }
-        guard let lifetime = parseDuration(ttl), lifetime > 0 else {
-            throw ToolFailure("--ttl must be a duration such as 30m, 2h or 90s")
-        }
-        try renderOnce(connectors, selection)
+        let firstExpiry = try renderOnce(connectors, selection)
         guard watch else { return }
 
-        // Re-render before the token expires, until told to stop.
+        // Re-render at 80% of what is left of the token's life, until told to stop. The token's
+        // times are whole seconds, so its life starts up to a second before it was rendered.
         let renewal = Task {
+            var expiresAt = firstExpiry
             while !Task.isCancelled {
-                try await Task.sleep(for: .milliseconds(lifetime * 800))
-                try renderOnce(connectors, selection)
+                let left = max(0, Double(expiresAt) - Date().timeIntervalSince1970)
+                try await Task.sleep(for: .milliseconds(Int(left * 800)))
+                expiresAt = try renderOnce(connectors, selection)
             }
         }
         let signals = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
@@ -94,8 +94,9 @@ struct RenderCommand: AsyncParsableCommand {
         }
     }
 
-    private func renderOnce(_ connectors: [Connector], _ selection: Selection) throws {
-        let token = try mintToken(
+    /// Writes the files once; returns when their token expires (seconds since 1970).
+    private func renderOnce(_ connectors: [Connector], _ selection: Selection) throws -> Int {
+        let (token, claims) = try mintToken(
             connectors: connectors.map(\.id.description).joined(separator: ","), actions: actions, ttl: ttl,
             repositories: [], signingKey: signingKey, subject: "render")
         let config: ClientConfig
@@ -105,5 +106,6 @@ struct RenderCommand: AsyncParsableCommand {
             throw ToolFailure("\(error)")
         }
         try ConfigWriter.write(ClientConfigRenderer.render(config, selection: selection), to: output)
+        return claims.expiresAt
     }
 }

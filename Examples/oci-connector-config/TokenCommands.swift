@@ -60,12 +60,12 @@ struct TokenCommand: ParsableCommand {
 
     func run() throws {
         print(try mintToken(
-            connectors: connector, actions: actions, ttl: ttl, repositories: repository, signingKey: signingKey, subject: subject))
+            connectors: connector, actions: actions, ttl: ttl, repositories: repository, signingKey: signingKey, subject: subject).token)
     }
 }
 
 /// Mints a token after checking every argument.
-func mintToken(connectors: String, actions: String, ttl: String, repositories: [String], signingKey: String, subject: String) throws -> String {
+func mintToken(connectors: String, actions: String, ttl: String, repositories: [String], signingKey: String, subject: String) throws -> (token: String, claims: ProxyTokenClaims) {
     var ids: [String] = []
     for text in connectors.split(separator: ",") {
         do {
@@ -92,7 +92,7 @@ func mintToken(connectors: String, actions: String, ttl: String, repositories: [
     let claims = ProxyTokenClaims(
         subject: subject, connectors: ids, actions: actionList, repositories: repositories.isEmpty ? nil : repositories,
         lifetime: lifetime)
-    return signer.sign(claims)
+    return (signer.sign(claims), claims)
 }
 
 /// `90s`, `30m`, `2h`, `1d`, or plain seconds.

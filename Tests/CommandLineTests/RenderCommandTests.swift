@@ -63,27 +63,45 @@ struct RenderCommandTests {
         try await Task.sleep(for: .seconds(3))
         #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: shortLived).status == 401)
 
-        // --watch: replaced at 80% of a 4 s lifetime, the replacement works, SIGTERM stops it cleanly.
+        // --watch: replaced at 80% of a 10 s lifetime (2 s to spare on a loaded machine), the
+        // replacement works, SIGTERM stops it cleanly.
         let watcher = Process()
         watcher.executableURL = Tool.binDirectory.appendingPathComponent("oci-connector-config")
         watcher.arguments = [
             "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path, "--connector", "team-a/up",
             "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey, "--output", output.path,
-            "--ttl", "4s", "--watch",
+            "--ttl", "10s", "--watch",
         ]
         try watcher.run()
-        try await Task.sleep(for: .milliseconds(1500))
-        let first = try String(contentsOf: tokenFile, encoding: .utf8)
+        // Times come from the token itself, not from when the watcher happened to start.
+        let first = try await Self.waitForChange(of: tokenFile, from: shortLived, until: Date(timeIntervalSinceNow: 10))
         #expect(first != shortLived)
-        try await Task.sleep(for: .milliseconds(2500))  // past 3.2 s, before the first expires at 4 s
-        let second = try String(contentsOf: tokenFile, encoding: .utf8)
+        let expiry = Date(timeIntervalSince1970: try Self.expiry(of: first))
+        let second = try await Self.waitForChange(of: tokenFile, from: first, until: expiry)
         #expect(second != first, "the token was not re-rendered before it expired")
-        try await Task.sleep(for: .milliseconds(1500))  // the first has expired now
+        try await Task.sleep(for: .seconds(max(0, expiry.timeIntervalSinceNow) + 1))  // the first has expired now
         #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: first).status == 401)
         #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: try String(contentsOf: tokenFile, encoding: .utf8)).status == 200)
         watcher.terminate()
         watcher.waitUntilExit()
         #expect(watcher.terminationReason == .exit && watcher.terminationStatus == 0)
+    }
+
+    /// The file's content once it differs from `old`, or `old` if `deadline` passes first.
+    static func waitForChange(of file: URL, from old: String, until deadline: Date) async throws -> String {
+        while Date() < deadline {
+            if let now = try? String(contentsOf: file, encoding: .utf8), now != old { return now }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return old
+    }
+
+    /// A JWT's `exp`, in seconds since 1970.
+    static func expiry(of token: String) throws -> TimeInterval {
+        var payload = String(token.split(separator: ".")[1]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while payload.count % 4 != 0 { payload += "=" }
+        let claims = try JSONSerialization.jsonObject(with: try #require(Data(base64Encoded: payload))) as? [String: Any]
+        return try #require(claims?["exp"] as? TimeInterval)
     }
 
     @Test func unknownSelectionsAreErrors() async throws {
