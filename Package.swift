@@ -18,7 +18,7 @@ let testSettings: [SwiftSetting] = [.swiftLanguageMode(.v6), .enableUpcomingFeat
 
 let package = Package(
     name: "swift-oci-connector",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "OCIReference", targets: ["OCIReference"]),
         .library(name: "OCIConnectors", targets: ["OCIConnectors"]),

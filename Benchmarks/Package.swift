@@ -15,7 +15,7 @@ let parentPackage = URL(fileURLWithPath: #filePath)
 
 let package = Package(
     name: "swift-oci-connector-benchmarks",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     dependencies: [
         .package(path: ".."),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
