@@ -52,7 +52,7 @@ struct ProxyTool: AsyncParsableCommand {
         }
         let host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
 
-        var configuredLogger = Logger(label: "oci-connector-proxy")
+        var configuredLogger = Logger(label: "oci-connector-proxy") { LineLogHandler(label: $0) }
         configuredLogger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let logger = configuredLogger
         let catalog: ConnectorCatalog

@@ -5,6 +5,7 @@ public import NIOCore
 public import NIOHTTP1
 public import OCIConnectors
 import OCIReference
+import Synchronization
 
 /// Talks to one connector's upstream registry with the connector's credentials.
 ///
@@ -105,14 +106,14 @@ public final class UpstreamClient: Sendable {
         let challenges = try challenges(in: headers)
         if let bearer = challenges.first(where: { $0.scheme == "bearer" }) {
             let endpoint = try TokenEndpoint(challenge: bearer, registry: connector.address)
-            await discovery.learned(.bearer(endpoint))
+            discovery.learned(.bearer(endpoint))
             let wanted = scopes.union(ScopeSet(parsing: bearer[parameter: "scope"] ?? ""))
             let key = TokenCache.Key(connector: connector.id, scopes: wanted)
             let token = try await tokens.token(for: key, fetch: fetcher(endpoint, scopes: wanted))
             return token.value == rejected.token?.value ? nil : token.authorization
         }
         if challenges.contains(where: { $0.scheme == "basic" }), let credentials = connector.credentials {
-            await discovery.learned(.basic)
+            discovery.learned(.basic)
             return rejected.headerValue == credentials.basicAuthorization ? nil : credentials.basicAuthorization
         }
         return nil
@@ -175,25 +176,40 @@ public final class UpstreamClient: Sendable {
 }
 
 /// Remembers the upstream's authentication method; concurrent first requests share one probe.
-actor MethodDiscovery {
-    private var known: UpstreamClient.Method?
-    private var probe: Task<UpstreamClient.Method, any Error>?
+///
+/// Once known, the method is read under a lock without entering the actor: every proxied
+/// request asks for it, and a hop onto the actor is a scheduled job per request.
+final class MethodDiscovery: Sendable {
+    private let known = Mutex<UpstreamClient.Method?>(nil)
+    private let prober = Prober()
 
     func method(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws -> UpstreamClient.Method {
-        if let known { return known }
-        let task = probe ?? Task { try await discover() }
-        probe = task
-        do {
-            let method = try await task.value
-            known = known ?? method
+        if let method = known.withLock({ $0 }) { return method }
+        let method = try await prober.probe(discover)
+        return known.withLock { known in
+            if known == nil { known = method }
             return known!
-        } catch {
-            probe = nil  // Let the next request try again.
-            throw error
         }
     }
 
+    /// What a challenge taught: replaces what the probe found.
     func learned(_ method: UpstreamClient.Method) {
-        known = method
+        known.withLock { $0 = method }
+    }
+
+    /// Shares one probe among concurrent first requests; a failed probe is retried by the next.
+    private actor Prober {
+        private var probe: Task<UpstreamClient.Method, any Error>?
+
+        func probe(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws -> UpstreamClient.Method {
+            let task = probe ?? Task { try await discover() }
+            probe = task
+            do {
+                return try await task.value
+            } catch {
+                probe = nil
+                throw error
+            }
+        }
     }
 }

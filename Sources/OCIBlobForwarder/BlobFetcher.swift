@@ -215,15 +215,23 @@ struct PooledConnection: Sendable {
     let channel: any Channel
 
     func send(_ head: HTTPRequestHead) async throws -> BlobResponse {
-        let channel = channel
-        return try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<BlobResponse> in
-            do {
-                let handler = try channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self)
-                return handler.send(head, connection: self)
-            } catch {
-                return channel.eventLoop.makeFailedFuture(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
-            }
-        }.get()
+        // Usually the caller already runs on the connection's event loop (the pool prefers such a
+        // connection): then the request goes out now instead of as one more job on the loop.
+        if channel.eventLoop.inEventLoop {
+            return try await start(head).get()
+        }
+        let connection = self
+        return try await channel.eventLoop.flatSubmit { connection.start(head) }.get()
+    }
+
+    /// Hands the request to the connection's handler; on its event loop only.
+    private func start(_ head: HTTPRequestHead) -> EventLoopFuture<BlobResponse> {
+        do {
+            let handler = try channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self)
+            return handler.send(head, connection: self)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
+        }
     }
 }
 

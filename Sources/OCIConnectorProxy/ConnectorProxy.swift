@@ -271,9 +271,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let rewriter = HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
         var headers = HTTPFields()
         for header in upstreamHeaders {
-            let name = header.name.lowercased()
-            guard !HeaderRewriter.hopByHop.contains(name), name != "www-authenticate",
-                  let fieldName = HTTPField.Name(header.name) else { continue }
+            guard let fieldName = HTTPField.Name(header.name) else { continue }
+            let name = fieldName.canonicalName
+            guard !HeaderRewriter.hopByHop.contains(name), name != "www-authenticate" else { continue }
             switch name {
             case "location": headers.append(HTTPField(name: fieldName, value: rewriter.location(header.value) ?? header.value))
             case "link": headers.append(HTTPField(name: fieldName, value: rewriter.link(header.value)))
@@ -409,7 +409,6 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
 
 /// One log line per request, written when the response body is done.
 final class RequestLog: Sendable {
-    let id = String(UUID().uuidString.prefix(8)).lowercased()
     let logger: Logger
     let method: String
     let started = ContinuousClock.now
@@ -450,10 +449,11 @@ final class RequestLog: Sendable {
             fields.finished = true
             return fields
         }
-        guard let snapshot else { return }
+        // Below the log level nothing is built: this runs for every request.
+        guard let snapshot, logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - started
         var metadata: Logger.Metadata = [
-            "request_id": "\(id)", "method": "\(method)", "status": "\(status)",
+            "request_id": "\(String(UUID().uuidString.prefix(8)).lowercased())", "method": "\(method)", "status": "\(status)",
             "connector": "\(snapshot.connector ?? "-")", "repository": "\(snapshot.repository ?? "-")",
             "endpoint": "\(snapshot.endpoint ?? "-")", "bytes_in": "\(bytesIn.value)", "bytes_out": "\(bytesOut.value)",
             "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
