@@ -189,6 +189,7 @@ http {{
   server {{ listen 127.0.0.1:{port};
     location / {{ proxy_pass http://authed; proxy_set_header Authorization "Basic {basic}"; {location} }} }}
   server {{ listen 127.0.0.1:{anonymous};
+    location = /v2/ {{ default_type application/json; return 200 "{{}}"; }}
     location / {{ proxy_pass http://anonymous; {location} }} }}
 }}
 """)
@@ -276,10 +277,11 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
         return value if value.startswith("http") else path["base"] + value
 
     # ---------------------------------------------------------------- manifests
-    def latency(self, path, method, connections, requests):
-        """Manifest requests from one `curl --parallel` over `connections` keep-alive connections:
-        p50/p99 of each request's time and requests/s. (wrk cannot do HEAD; ab speaks HTTP/1.0.)"""
-        url = f"http://{path['host']}:{path['port']}/v2/{path['prefix']}bench/small/manifests/v1"
+    def latency(self, path, method, connections, requests, target="bench/small/manifests/v1"):
+        """Requests (a manifest by default) from one `curl --parallel` over `connections` keep-alive
+        connections: p50/p99 of each request's time, requests/s, and the server's CPU per request.
+        (wrk cannot do HEAD; ab speaks HTTP/1.0.)"""
+        url = f"http://{path['host']}:{path['port']}/v2/{path['prefix']}{target}"
         count = max(requests, connections * 20)
         config = os.path.join(self.work, "latency.cfg")
         open(config, "w").write(f'url = "{url}"\noutput = "/dev/null"\n' * count)
@@ -289,14 +291,17 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
             argv += ["-H", f"{name}: {value}"]
         if method == "HEAD":
             argv.append("-I")
-        start = time.perf_counter()
+        cpu_before, start = cpu_seconds(path["pids"]), time.perf_counter()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=300).stdout
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds(path["pids"]) - cpu_before
         samples = sorted(float(line.split()[0]) for line in out.splitlines())
         codes = {line.split()[1] for line in out.splitlines()}
         assert len(samples) == count and codes == {"200"}, (len(samples), codes)
-        return {"p50_ms": samples[len(samples) // 2] * 1e3, "p99_ms": samples[int(len(samples) * 0.99)] * 1e3,
-                "rps": count / elapsed}
+        result = {"p50_ms": samples[len(samples) // 2] * 1e3, "p99_ms": samples[int(len(samples) * 0.99)] * 1e3,
+                  "rps": count / elapsed}
+        if path["pids"]:
+            result["cpu_us"] = cpu / count * 1e6
+        return result
 
     # ---------------------------------------------------------------- run
     def run(self):
@@ -341,11 +346,13 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
                 path, row = paths[name], rows[name]
                 before = cpu_seconds(path["pids"])
                 row.setdefault("pull_1", []).append(self.pull(path, 1))
-                row.setdefault("cpu_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                if path["pids"]:  # The registry's own CPU is not measured.
+                    row.setdefault("cpu_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
                 row.setdefault("pull_8", []).append(self.pull(path, 8))
                 before = cpu_seconds(path["pids"])
                 row.setdefault("push_mono", []).append(self.push(path, f"bench/push-{name}-{round_index}", False))
-                row.setdefault("cpu_push", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                if path["pids"]:
+                    row.setdefault("cpu_push", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
                 row.setdefault("push_chunked", []).append(self.push(path, f"bench/chunk-{name}-{round_index}", True))
 
         # Manifest latency, against the anonymous registry (its htpasswd check costs ~2.5 ms a request).
@@ -355,6 +362,12 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
             for method in ["HEAD", "GET"]:
                 for connections in args.connections:
                     rows[name][f"{method}_{connections}"] = self.latency(path, method, connections, args.latency_requests)
+        # The server alone: nginx and the proxy answer `GET /v2/` themselves (the proxy after
+        # checking the token), so the difference to a manifest GET is the upstream leg.
+        for name in ["nginx-tuned", "proxy"]:
+            path = dict(paths[name])
+            path["prefix"] = ""
+            rows[name]["local_8"] = self.latency(path, "GET", 8, args.latency_requests, target="")
 
         self.results = {
             "size_mib": args.size_mib, "rounds": args.rounds,
@@ -463,6 +476,17 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+def latency_row(paths, key, metric, unit, fmt, label):
+    values = [paths[name].get(key, {}).get(metric) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
+    cells = ["–" if v is None else fmt.format(v) + unit for v in values]
+    p, n, d = values[3], values[2], values[0]
+    to_nginx = f"{p / n:.2f}×" if n else "–"
+    to_direct = f"{p / d:.2f}×" if d else "–"
+    if d and unit == " ms":
+        to_direct += f" ({p - d:+.2f} ms)"
+    return f"| {label} | " + " | ".join(cells) + f" | {to_nginx} | {to_direct} |"
+
+
 def table(results):
     paths = results["paths"]
     proxy, nginx, direct = paths["proxy"], paths["nginx-tuned"], paths["direct"]
@@ -483,14 +507,16 @@ def table(results):
     row("CPU s per GiB pulled (1 stream)", "cpu_pull", fmt="{:.2f}")
     row("CPU s per GiB pushed (monolithic)", "cpu_push", fmt="{:.2f}")
     for key in sorted((k for k in proxy if k.split("_")[0] in ("HEAD", "GET")), key=lambda k: (k.split("_")[0], int(k.split("_")[1]))):
-        for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}")]:
+        for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}"),
+                                  ("cpu_us", " µs", "{:.0f}")]:
             method, connections = key.split("_")
-            label = f"manifest {method}, {connections} conns, {metric.replace('_ms', '')}"
-            values = [paths[name].get(key, {}).get(metric) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
-            cells = ["–" if v is None else fmt.format(v) + unit for v in values]
-            p, n, d = values[3], values[2], values[0]
-            extra = f" (+{p - d:.2f} ms)" if unit else ""
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {p / n:.2f}× | {p / d:.2f}×{extra} |")
+            label = f"manifest {method}, {connections} conns, {metric.replace('_ms', '').replace('cpu_us', 'CPU per request')}"
+            lines.append(latency_row(paths, key, metric, unit, fmt, label))
+    local = proxy.get("local_8", {})
+    for metric, unit, fmt in [("rps", "", "{:.0f}"), ("cpu_us", " µs", "{:.0f}")]:
+        if metric in local:
+            label = f"GET /v2/ answered by the server itself, 8 conns, {metric.replace('cpu_us', 'CPU per request')}"
+            lines.append(latency_row(paths, "local_8", metric, unit, fmt, label))
     memory, tokens = results["proxy_memory_mib"], results["upstream_token_requests"]
     lines.append(
         f"\nproxy RSS (fresh process): idle {memory['idle']:.0f} MiB, after 1 blob pulled {memory['after_1x']:.0f} MiB, "
