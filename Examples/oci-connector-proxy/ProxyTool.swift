@@ -74,7 +74,7 @@ struct ProxyTool: AsyncParsableCommand {
         let connectors = catalog.connectors.keys.sorted().map(\.description).joined(separator: ", ")
         let application = Application(
             responder: proxy,
-            server: ConnectorProxy.http1Server,
+            server: proxy.server,
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in
                 let bound = channel.localAddress?.port ?? port

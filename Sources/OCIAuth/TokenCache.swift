@@ -1,4 +1,5 @@
 public import OCIReference
+import Synchronization
 
 /// Upstream bearer tokens, kept server-side and shared by every request that needs the same
 /// scopes of the same connector.
@@ -54,7 +55,11 @@ public actor TokenCache {
     }
 
     private let configuration: Configuration
-    private var tokens: [Key: Cached] = [:]
+    private var tokens: [Key: Cached] = [:] {
+        didSet { ready.withLock { $0 = tokens.mapValues { ($0.token, $0.refreshAt) } } }
+    }
+    /// The cached tokens and when each is due for refresh, readable without entering the actor.
+    private nonisolated let ready = Mutex<[Key: (token: RegistryToken, refreshAt: ContinuousClock.Instant)]>([:])
     private var inFlight: [Key: Task<RegistryToken, any Error>] = [:]
 
     /// Creates an empty cache.
@@ -81,6 +86,16 @@ public actor TokenCache {
             throw error
         } catch {
             throw AuthError(.unexpectedResponse, "getting a token failed: \(error)")
+        }
+    }
+
+    /// The cached token for `key` if it is not yet due for refresh, without waiting: for callers
+    /// on an event loop that cannot suspend. `nil` means ask ``token(for:fetch:)``.
+    public nonisolated func readyToken(for key: Key) -> RegistryToken? {
+        let now = ContinuousClock.now
+        return ready.withLock { ready in
+            guard let entry = ready[key], now < entry.refreshAt else { return nil }
+            return entry.token
         }
     }
 

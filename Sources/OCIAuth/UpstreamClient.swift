@@ -78,6 +78,23 @@ public final class UpstreamClient: Sendable {
         }
     }
 
+    /// The `Authorization` for `scopes` if it is at hand without waiting: the method is known and,
+    /// for token auth, a token for these scopes is cached and not due for refresh. `nil` means
+    /// ask ``authorization(for:)``.
+    public func readyAuthorization(for scopes: @autoclosure () -> ScopeSet) -> Authorization? {
+        switch discovery.known {
+        case nil:
+            return nil
+        case .anonymous:
+            return Authorization(headerValue: nil, token: nil, key: nil)
+        case .basic:
+            return Authorization(headerValue: connector.credentials?.basicAuthorization, token: nil, key: nil)
+        case .bearer:
+            let key = TokenCache.Key(connector: connector.id, scopes: scopes())
+            return tokens.readyToken(for: key).map { Authorization(headerValue: $0.authorization, token: $0, key: key) }
+        }
+    }
+
     /// Sends `request` (whose URL is on the upstream) authorised for `scopes`.
     ///
     /// On a 401 the rejected token is dropped and a new one is fetched for the scopes the
@@ -180,13 +197,16 @@ public final class UpstreamClient: Sendable {
 /// Once known, the method is read under a lock without entering the actor: every proxied
 /// request asks for it, and a hop onto the actor is a scheduled job per request.
 final class MethodDiscovery: Sendable {
-    private let known = Mutex<UpstreamClient.Method?>(nil)
+    private let state = Mutex<UpstreamClient.Method?>(nil)
     private let prober = Prober()
 
+    /// The method, if known.
+    var known: UpstreamClient.Method? { state.withLock { $0 } }
+
     func method(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws -> UpstreamClient.Method {
-        if let method = known.withLock({ $0 }) { return method }
+        if let method = known { return method }
         let method = try await prober.probe(discover)
-        return known.withLock { known in
+        return state.withLock { known in
             if known == nil { known = method }
             return known!
         }
@@ -194,7 +214,7 @@ final class MethodDiscovery: Sendable {
 
     /// What a challenge taught: replaces what the probe found.
     func learned(_ method: UpstreamClient.Method) {
-        known.withLock { $0 = method }
+        state.withLock { $0 = method }
     }
 
     /// Shares one probe among concurrent first requests; a failed probe is retried by the next.

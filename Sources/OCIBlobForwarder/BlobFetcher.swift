@@ -95,9 +95,7 @@ public final class BlobFetcher: Sendable {
     /// Sends a `GET` or `HEAD` of `target` (a path and query), as ``get(_:headers:)`` does; a
     /// `HEAD`'s body is empty.
     public func read(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
-        precondition(method == .GET || method == .HEAD, "BlobFetcher only reads: GET or HEAD")
-        var head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
-        head.headers.replaceOrAdd(name: "Host", value: hostHeader)
+        let head = requestHead(method, target, headers: headers)
         if let connection = pool.checkout() {
             do {
                 return try await connection.send(head)
@@ -105,7 +103,30 @@ public final class BlobFetcher: Sendable {
                 // The upstream closed the idle connection; try a fresh one.
             }
         }
-        return try await connect().send(head)
+        return try await connect(group.any()).get().send(head)
+    }
+
+    /// ``read(_:_:headers:)`` for a caller on `eventLoop` that cannot suspend: the same connection
+    /// reuse and retry, answered by a future on `eventLoop`.
+    package func startRead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {
+        let head = requestHead(method, target, headers: headers)
+        let fresh: @Sendable () -> EventLoopFuture<BlobResponse> = { [self] in
+            connect(eventLoop).flatMap { $0.start(head, answeringOn: eventLoop) }
+        }
+        guard let connection = pool.checkout() else { return fresh() }
+        return connection.start(head, answeringOn: eventLoop).flatMapError { error in
+            guard let error = error as? BlobFetchError, error.kind == .closedBeforeResponse else {
+                return eventLoop.makeFailedFuture(error)
+            }
+            return fresh()
+        }
+    }
+
+    private func requestHead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) -> HTTPRequestHead {
+        precondition(method == .GET || method == .HEAD, "BlobFetcher only reads: GET or HEAD")
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
+        head.headers.replaceOrAdd(name: "Host", value: hostHeader)
+        return head
     }
 
     /// Closes the idle connections.
@@ -115,12 +136,13 @@ public final class BlobFetcher: Sendable {
         }
     }
 
-    private func connect() async throws -> PooledConnection {
+    /// Opens a connection on `eventLoop`.
+    private func connect(_ eventLoop: any EventLoop) -> EventLoopFuture<PooledConnection> {
         let configuration = configuration
         let sslContext = sslContext
         let serverName = host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host
         let pool = pool
-        let bootstrap = ClientBootstrap(group: group.any())
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
                 minimum: 1024, initial: 64 * 1024, maximum: configuration.maximumReadSize))
@@ -140,14 +162,13 @@ public final class BlobFetcher: Sendable {
                         bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout, pool: pool))
                 }
             }
-        let channel: any Channel
-        do {
-            channel = try await bootstrap.connect(host: host, port: port).get()
-        } catch {
+        let (host, port) = (host, port)
+        return bootstrap.connect(host: host, port: port).flatMapErrorThrowing { error in
             throw BlobFetchError(.unreachable, "cannot connect to \(host):\(port): \(error)")
+        }.map { [self] channel in
+            opened.wrappingAdd(1, ordering: .relaxed)
+            return PooledConnection(channel: channel)
         }
-        opened.wrappingAdd(1, ordering: .relaxed)
-        return PooledConnection(channel: channel)
     }
 }
 
@@ -222,6 +243,15 @@ struct PooledConnection: Sendable {
         }
         let connection = self
         return try await channel.eventLoop.flatSubmit { connection.start(head) }.get()
+    }
+
+    /// Sends from any thread; the future completes on `eventLoop`.
+    func start(_ head: HTTPRequestHead, answeringOn eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {
+        if channel.eventLoop.inEventLoop {
+            return start(head).hop(to: eventLoop)
+        }
+        let connection = self
+        return channel.eventLoop.flatSubmit { connection.start(head) }.hop(to: eventLoop)
     }
 
     /// Hands the request to the connection's handler; on its event loop only.

@@ -23,7 +23,12 @@ final class ClientAuthenticator: Sendable {
 
     /// The claims of the request's token, or a 401 in the distribution error format.
     func claims(_ request: Request, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
-        guard let header = request.headers[.authorization], !header.isEmpty else {
+        try claims(authorization: request.headers[.authorization], now: now)
+    }
+
+    /// The claims of the token in an `Authorization` header value, or a 401.
+    func claims(authorization header: String?, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
+        guard let header, !header.isEmpty else {
             throw Self.unauthorized("authentication required: use the proxy token as the password, or as a Bearer token")
         }
         if let claims = verified.withLock({ $0[header] }) {

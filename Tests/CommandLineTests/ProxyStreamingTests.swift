@@ -26,6 +26,47 @@ struct ProxyStreamingTests {
         #expect(stub.storageAuthorizations == [nil], "credentials crossed to another origin")
     }
 
+    @Test func headRedirectsAreFollowedToo() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)"
+        // The first HEAD finds out how the upstream authenticates; the second is answered on the
+        // event loop, which hands the redirect on to be followed.
+        for _ in 0..<2 {
+            let response = try Curl.request("HEAD", url, token: proxy.token())
+            #expect(response.status == 200)
+            #expect(response.header("Content-Length") == "\(stub.blob.count)")
+        }
+        #expect(stub.storageAuthorizations == [nil, nil], "credentials crossed to another origin")
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        let prefix = "/v2/namespaces/team-a/connectors/up"
+        let (plain, slow) = ("\(prefix)/plain/app/blobs/\(Self.digest)", "\(prefix)/slow/app/blobs/\(Self.digest)")
+        _ = try Curl.request("HEAD", "http://\(proxy.host)\(plain)", token: proxy.token())
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/pipelined.py")
+        // HEADs answered on the event loop (one of them slow upstream), mixed with requests the
+        // responder answers at once: the proxy's own `/v2/`, a refused connector, a blob GET.
+        let output = try runCommand("/usr/bin/env", [
+            "python3", script.path, proxy.host, "HEAD:\(slow)", "GET:\(prefix)/", "HEAD:\(slow)",
+            "GET:/v2/namespaces/team-a/connectors/nope/plain/app/blobs/\(Self.digest)", "HEAD:\(plain)", "GET:\(plain)", "HEAD:\(slow)",
+        ], input: try proxy.token())
+        let responses = try JSONDecoder().decode([[Int?]].self, from: Data(output.utf8))
+        let size = stub.blob.count
+        try #require(responses.count == 7, "\(output)")
+        for index in [0, 2, 4, 6] { #expect(responses[index] == [200, size, 0], "response \(index): \(output)") }
+        #expect(responses[1] == [200, 2, 2], "\(output)")
+        #expect(responses[3][0] == 403 && responses[3][1] == responses[3][2], "\(output)")
+        #expect(responses[5] == [200, size, size], "\(output)")
+    }
+
     @Test func redirectsCanBePassedToTheClient() async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
