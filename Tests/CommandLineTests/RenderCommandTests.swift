@@ -63,18 +63,19 @@ struct RenderCommandTests {
         try await Task.sleep(for: .seconds(3))
         #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: shortLived).status == 401)
 
-        // --watch: replaced at 80% of a 10 s lifetime (2 s to spare on a loaded machine), the
-        // replacement works, SIGTERM stops it cleanly.
+        // --watch: replaced at 80% of a 20 s lifetime (about 4 s to spare: with 2 s, a full test
+        // run on two cores once starved the watcher past the expiry), the replacement works,
+        // SIGTERM stops it cleanly.
         let watcher = Process()
         watcher.executableURL = Tool.binDirectory.appendingPathComponent("oci-connector-config")
         watcher.arguments = [
             "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path, "--connector", "team-a/up",
             "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey, "--output", output.path,
-            "--ttl", "10s", "--watch",
+            "--ttl", "20s", "--watch",
         ]
         try watcher.run()
         // Times come from the token itself, not from when the watcher happened to start.
-        let first = try await Self.waitForChange(of: tokenFile, from: shortLived, until: Date(timeIntervalSinceNow: 10))
+        let first = try await Self.waitForChange(of: tokenFile, from: shortLived, until: Date(timeIntervalSinceNow: 20))
         #expect(first != shortLived)
         let expiry = Date(timeIntervalSince1970: try Self.expiry(of: first))
         let second = try await Self.waitForChange(of: tokenFile, from: first, until: expiry)
