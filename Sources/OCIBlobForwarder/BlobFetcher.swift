@@ -31,9 +31,12 @@ public final class BlobFetcher: Sendable {
         public var bufferedReads: Int
         /// How many idle connections are kept for reuse.
         public var idleConnections: Int
+        /// How long a connection may stay idle before it is closed. An idle connection keeps a
+        /// receive buffer (up to ``maximumReadSize``), so a pool of many holds memory until then.
+        public var idleTimeout: TimeAmount
 
         /// Settings for a plain-text origin by default: 10 s to connect, 60 s of silence at most,
-        /// reads of up to 1 MiB, four of them buffered, eight idle connections.
+        /// reads of up to 1 MiB, four of them buffered, eight idle connections for 30 s at most.
         ///
         /// A stream holds at most five reads: four waiting and one being written; a connection
         /// also keeps one receive buffer for its next read, idle or not. Reads of 1 MiB
@@ -41,7 +44,8 @@ public final class BlobFetcher: Sendable {
         /// the adaptive allocator only grows a connection's buffers when the upstream fills them.
         public init(
             tls: TLSConfiguration? = nil, connectTimeout: TimeAmount = .seconds(10), readTimeout: TimeAmount = .seconds(60),
-            maximumReadSize: Int = 1024 * 1024, bufferedReads: Int = 4, idleConnections: Int = 8
+            maximumReadSize: Int = 1024 * 1024, bufferedReads: Int = 4, idleConnections: Int = 8,
+            idleTimeout: TimeAmount = .seconds(30)
         ) {
             self.tls = tls
             self.connectTimeout = connectTimeout
@@ -49,6 +53,7 @@ public final class BlobFetcher: Sendable {
             self.maximumReadSize = maximumReadSize
             self.bufferedReads = bufferedReads
             self.idleConnections = idleConnections
+            self.idleTimeout = idleTimeout
         }
     }
 
@@ -67,6 +72,8 @@ public final class BlobFetcher: Sendable {
     var connectionsOpened: Int { opened.load(ordering: .relaxed) }
     /// Connections waiting for reuse.
     var idleConnections: Int { pool.count }
+    /// Connections the pool holds, open or not.
+    var pooledConnections: Int { pool.held }
 
     /// A fetcher for `host:port`; `hostHeader` is the `Host` its requests carry. Connections live
     /// on `group`, NIO's shared event loops by default.
@@ -159,7 +166,8 @@ public final class BlobFetcher: Sendable {
                     }
                     try operations.addHTTPClientHandlers()
                     try operations.addHandler(BlobResponseHandler(
-                        bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout, pool: pool))
+                        bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout,
+                        idleTimeout: configuration.idleTimeout, pool: pool))
                 }
             }
         let (host, port) = (host, port)
@@ -286,6 +294,11 @@ final class ConnectionPool: Sendable {
         }
     }
 
+    /// Forgets `channel`'s connection (it is being closed), so that nothing keeps it alive.
+    func remove(_ channel: any Channel) {
+        idle.withLock { idle in idle.removeAll { $0.channel === channel } }
+    }
+
     /// Keeps `connection` for reuse, or closes it when the pool is full.
     func checkin(_ connection: PooledConnection) {
         let kept = idle.withLock { idle -> Bool in
@@ -297,6 +310,8 @@ final class ConnectionPool: Sendable {
     }
 
     var count: Int { idle.withLock { $0.filter(\.channel.isActive).count } }
+
+    var held: Int { idle.withLock { $0.count } }
 
     func drain() -> [PooledConnection] {
         idle.withLock { idle in

@@ -41,6 +41,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let bufferedReads: Int
     private let readTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
     private let pool: ConnectionPool
     private var state = State.idle
     private var generation = 0
@@ -51,10 +52,13 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     private var lastRead = NIODeadline.now()
     private var timer: Scheduled<Void>?
+    /// Closes the connection when it has sat in the pool for the idle timeout.
+    private var idleTimer: Scheduled<Void>?
 
-    init(bufferedReads: Int, readTimeout: TimeAmount, pool: ConnectionPool) {
+    init(bufferedReads: Int, readTimeout: TimeAmount, idleTimeout: TimeAmount, pool: ConnectionPool) {
         self.bufferedReads = bufferedReads
         self.readTimeout = readTimeout
+        self.idleTimeout = idleTimeout
         self.pool = pool
     }
 
@@ -71,6 +75,8 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard case .idle = state, let context, context.channel.isActive else {
             return connection.channel.eventLoop.makeFailedFuture(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
         }
+        idleTimer?.cancel()
+        idleTimer = nil
         generation += 1
         paused = false
         let promise = context.eventLoop.makePromise(of: BlobResponse.self)
@@ -110,7 +116,12 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // Idle connections keep reading, so that an upstream closing them is noticed.
             resumeReading(context)
             // Back in the pool before the consumer sees the end, so its next request finds it.
-            if keepAlive { pool.checkin(connection) } else { close(context) }
+            if keepAlive {
+                pool.checkin(connection)
+                armIdleTimer(context)
+            } else {
+                close(context)
+            }
             source.finish()
 
         case (_, .closed):
@@ -130,6 +141,8 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         fail(BlobFetchError(phase == .body ? .truncated : .closedBeforeResponse, "the upstream closed the connection"))
         state = .closed
         timer?.cancel()
+        idleTimer?.cancel()
+        pool.remove(context.channel)
         context.fireChannelInactive()
     }
 
@@ -190,7 +203,19 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func close(_ context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        idleTimer?.cancel()
+        idleTimer = nil
         context.close(promise: nil)
+    }
+
+    private func armIdleTimer(_ context: ChannelHandlerContext) {
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [self] in
+            idleTimer = nil
+            guard case .idle = state, let context = self.context else { return }
+            state = .closed
+            pool.remove(context.channel)
+            close(context)
+        }
     }
 
     /// Checks for silence while a response is awaited or read (not while the consumer is behind).

@@ -94,6 +94,21 @@ struct BlobFetcherTests {
         #expect(data == image.layer[1000..<2000])
     }
 
+    @Test func idleConnectionsCloseAfterTheIdleTimeout() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 100_000)
+        let fetcher = try Self.fetcher(registry, .init(idleTimeout: .milliseconds(200)))
+        defer { Task { await fetcher.shutdown() } }
+
+        // (Reuse while fresh is what the other tests see, with the default 30 s.)
+        _ = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(fetcher.connectionsOpened == 1)
+        // Closed and forgotten once it has sat idle for the timeout.
+        try await waitUntil { fetcher.idleConnections == 0 && fetcher.pooledConnections == 0 }
+        let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(data == image.layer)
+        #expect(fetcher.connectionsOpened == 2)
+    }
+
     @Test func droppingABodyClosesItsConnection() async throws {
         let (registry, image, path) = try await Self.seeded(layerSize: 16 << 20)
         let fetcher = try Self.fetcher(registry, .init(maximumReadSize: 64 * 1024, bufferedReads: 2))
