@@ -55,11 +55,8 @@ public actor TokenCache {
     }
 
     private let configuration: Configuration
-    private var tokens: [Key: Cached] = [:] {
-        didSet { ready.withLock { $0 = tokens.mapValues { ($0.token, $0.refreshAt) } } }
-    }
-    /// The cached tokens and when each is due for refresh, readable without entering the actor.
-    private nonisolated let ready = Mutex<[Key: (token: RegistryToken, refreshAt: ContinuousClock.Instant)]>([:])
+    /// Behind a lock rather than actor state, so that ``readyToken(for:)`` needs no hop.
+    private nonisolated let tokens = Mutex<[Key: Cached]>([:])
     private var inFlight: [Key: Task<RegistryToken, any Error>] = [:]
 
     /// Creates an empty cache.
@@ -70,14 +67,14 @@ public actor TokenCache {
     /// A token for `key`: cached, shared with a request already under way, or fetched.
     public func token(for key: Key, fetch: @escaping Fetch) async throws(AuthError) -> RegistryToken {
         let now = ContinuousClock.now
-        if let cached = tokens[key] {
+        if let cached = tokens.withLock({ $0[key] }) {
             if now < cached.refreshAt { return cached.token }
             if now < cached.usableUntil {
                 // Due for refresh but still good: refresh in the background, serve this one.
                 if inFlight[key] == nil { _ = start(key, refreshToken: cached.token.refreshToken, fetch: fetch) }
                 return cached.token
             }
-            tokens[key] = nil
+            tokens.withLock { $0[key] = nil }
         }
         let task = inFlight[key] ?? start(key, refreshToken: nil, fetch: fetch)
         do {
@@ -93,25 +90,27 @@ public actor TokenCache {
     /// on an event loop that cannot suspend. `nil` means ask ``token(for:fetch:)``.
     public nonisolated func readyToken(for key: Key) -> RegistryToken? {
         let now = ContinuousClock.now
-        return ready.withLock { ready in
-            guard let entry = ready[key], now < entry.refreshAt else { return nil }
-            return entry.token
+        return tokens.withLock { tokens in
+            guard let cached = tokens[key], now < cached.refreshAt else { return nil }
+            return cached.token
         }
     }
 
     /// Forgets the token for `key` if it is still `rejected` (the registry refused it), so the
     /// next request fetches a new one. A token fetched meanwhile is kept.
     public func invalidate(_ key: Key, rejected: RegistryToken) {
-        if tokens[key]?.token.value == rejected.value { tokens[key] = nil }
+        tokens.withLock { tokens in
+            if tokens[key]?.token.value == rejected.value { tokens[key] = nil }
+        }
     }
 
     /// Forgets every token.
     public func removeAll() {
-        tokens.removeAll()
+        tokens.withLock { $0.removeAll() }
     }
 
     /// The number of tokens held.
-    public var count: Int { tokens.count }
+    public var count: Int { tokens.withLock { $0.count } }
 
     private func start(_ key: Key, refreshToken: String?, fetch: @escaping Fetch) -> Task<RegistryToken, any Error> {
         let task = Task<RegistryToken, any Error> {
@@ -132,10 +131,11 @@ public actor TokenCache {
         let lifetime = max(token.lifetime, configuration.minimumLifetime)
         let margin = min(configuration.safetyMargin, lifetime / 5)
         let usableUntil = token.receivedAt + lifetime - margin
-        tokens[key] = Cached(
+        let cached = Cached(
             token: token,
             refreshAt: min(token.receivedAt + lifetime * configuration.refreshFraction, usableUntil),
             usableUntil: usableUntil)
+        tokens.withLock { $0[key] = cached }
         inFlight[key] = nil
     }
 

@@ -30,6 +30,12 @@ public final class UpstreamClient: Sendable {
         public let headerValue: String?
         let token: RegistryToken?
         let key: TokenCache.Key?
+
+        /// Sets `headers`' `Authorization` to this one, replacing or removing what was there.
+        public func apply(to headers: inout HTTPHeaders) {
+            headers.remove(name: "Authorization")
+            if let headerValue { headers.add(name: "Authorization", value: headerValue) }
+        }
     }
 
     /// The connector this client serves.
@@ -66,15 +72,19 @@ public final class UpstreamClient: Sendable {
 
     /// The `Authorization` for a request that needs `scopes`.
     public func authorization(for scopes: ScopeSet) async throws(AuthError) -> Authorization {
-        switch try await method() {
-        case .anonymous:
-            return Authorization(headerValue: nil, token: nil, key: nil)
-        case .basic:
-            return Authorization(headerValue: connector.credentials?.basicAuthorization, token: nil, key: nil)
-        case .bearer(let endpoint):
-            let key = TokenCache.Key(connector: connector.id, scopes: scopes)
-            let token = try await tokens.token(for: key, fetch: fetcher(endpoint, scopes: scopes))
-            return Authorization(headerValue: token.authorization, token: token, key: key)
+        let method = try await method()
+        guard case .bearer(let endpoint) = method else { return fixedAuthorization(method)! }
+        let key = TokenCache.Key(connector: connector.id, scopes: scopes)
+        let token = try await tokens.token(for: key, fetch: fetcher(endpoint, scopes: scopes))
+        return Authorization(headerValue: token.authorization, token: token, key: key)
+    }
+
+    /// What anonymous and Basic upstreams get on every request; `nil` for token auth.
+    private func fixedAuthorization(_ method: Method) -> Authorization? {
+        switch method {
+        case .anonymous: Authorization(headerValue: nil, token: nil, key: nil)
+        case .basic: Authorization(headerValue: connector.credentials?.basicAuthorization, token: nil, key: nil)
+        case .bearer: nil
         }
     }
 
@@ -82,17 +92,10 @@ public final class UpstreamClient: Sendable {
     /// for token auth, a token for these scopes is cached and not due for refresh. `nil` means
     /// ask ``authorization(for:)``.
     public func readyAuthorization(for scopes: @autoclosure () -> ScopeSet) -> Authorization? {
-        switch discovery.known {
-        case nil:
-            return nil
-        case .anonymous:
-            return Authorization(headerValue: nil, token: nil, key: nil)
-        case .basic:
-            return Authorization(headerValue: connector.credentials?.basicAuthorization, token: nil, key: nil)
-        case .bearer:
-            let key = TokenCache.Key(connector: connector.id, scopes: scopes())
-            return tokens.readyToken(for: key).map { Authorization(headerValue: $0.authorization, token: $0, key: key) }
-        }
+        guard let method = discovery.known else { return nil }
+        guard case .bearer = method else { return fixedAuthorization(method) }
+        let key = TokenCache.Key(connector: connector.id, scopes: scopes())
+        return tokens.readyToken(for: key).map { Authorization(headerValue: $0.authorization, token: $0, key: key) }
     }
 
     /// Sends `request` (whose URL is on the upstream) authorised for `scopes`.
@@ -103,8 +106,7 @@ public final class UpstreamClient: Sendable {
     public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool) async throws(AuthError) -> HTTPClientResponse {
         var request = request
         let authorization = try await authorization(for: scopes)
-        request.headers.remove(name: "Authorization")
-        if let header = authorization.headerValue { request.headers.add(name: "Authorization", value: header) }
+        authorization.apply(to: &request.headers)
         let response = try await send(request)
         guard response.status == .unauthorized else { return response }
 

@@ -244,17 +244,13 @@ struct PooledConnection: Sendable {
     let channel: any Channel
 
     func send(_ head: HTTPRequestHead) async throws -> BlobResponse {
-        // Usually the caller already runs on the connection's event loop (the pool prefers such a
-        // connection): then the request goes out now instead of as one more job on the loop.
-        if channel.eventLoop.inEventLoop {
-            return try await start(head).get()
-        }
-        let connection = self
-        return try await channel.eventLoop.flatSubmit { connection.start(head) }.get()
+        try await start(head, answeringOn: channel.eventLoop).get()
     }
 
     /// Sends from any thread; the future completes on `eventLoop`.
     func start(_ head: HTTPRequestHead, answeringOn eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {
+        // Usually the caller already runs on the connection's event loop (the pool prefers such a
+        // connection): then the request goes out now instead of as one more job on the loop.
         if channel.eventLoop.inEventLoop {
             return start(head).hop(to: eventLoop)
         }

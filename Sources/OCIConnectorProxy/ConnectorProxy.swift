@@ -235,8 +235,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let fetched: BlobResponse
         do {
             let authorization = try await upstream.client.authorization(for: scopes)
-            headers.replaceOrAdd(name: "Authorization", value: authorization.headerValue ?? "")
-            if authorization.headerValue == nil { headers.remove(name: "Authorization") }
+            authorization.apply(to: &headers)
             var response = try await upstream.reads.read(method, target, headers: headers)
             if response.head.status == .unauthorized {
                 await Self.discard(response.body)

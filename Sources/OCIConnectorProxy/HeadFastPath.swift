@@ -211,8 +211,7 @@ extension ConnectorProxy {
         guard let authorization = upstream.client.readyAuthorization(
             for: ScopeHints.scopes(method: "HEAD", route: destination.route, mountFrom: nil)) else { return nil }
         var headers = Self.forwardableHeaders(request.headerFields)
-        headers.remove(name: "Authorization")
-        if let value = authorization.headerValue { headers.add(name: "Authorization", value: value) }
+        authorization.apply(to: &headers)
         let log = RequestLog(logger: logger, method: "HEAD")
         log.connector = connector.description
         log.repository = repository
