@@ -102,15 +102,8 @@ public final class BlobFetcher: Sendable {
     /// Sends a `GET` or `HEAD` of `target` (a path and query), as ``get(_:headers:)`` does; a
     /// `HEAD`'s body is empty.
     public func read(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
-        let head = requestHead(method, target, headers: headers)
-        if let connection = pool.checkout() {
-            do {
-                return try await connection.send(head)
-            } catch let error as BlobFetchError where error.kind == .closedBeforeResponse {
-                // The upstream closed the idle connection; try a fresh one.
-            }
-        }
-        return try await connect(group.any()).get().send(head)
+        // `any()` is the caller's own event loop when it runs on one of the group's.
+        try await startRead(method, target, headers: headers, on: group.any()).get()
     }
 
     /// ``read(_:_:headers:)`` for a caller on `eventLoop` that cannot suspend: the same connection
@@ -122,6 +115,7 @@ public final class BlobFetcher: Sendable {
         }
         guard let connection = pool.checkout() else { return fresh() }
         return connection.start(head, answeringOn: eventLoop).flatMapError { error in
+            // The upstream closed the idle connection before answering: try a fresh one.
             guard let error = error as? BlobFetchError, error.kind == .closedBeforeResponse else {
                 return eventLoop.makeFailedFuture(error)
             }
@@ -242,10 +236,6 @@ public struct BlobFetchError: Error, CustomStringConvertible, Sendable {
 /// An open connection with a ``BlobResponseHandler`` at the end of its pipeline.
 struct PooledConnection: Sendable {
     let channel: any Channel
-
-    func send(_ head: HTTPRequestHead) async throws -> BlobResponse {
-        try await start(head, answeringOn: channel.eventLoop).get()
-    }
 
     /// Sends from any thread; the future completes on `eventLoop`.
     func start(_ head: HTTPRequestHead, answeringOn eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {

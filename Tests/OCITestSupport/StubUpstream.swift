@@ -32,35 +32,32 @@ public final class StubUpstream: Sendable {
                 ? Response(status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="stub""#])
                 : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
-        router.get("v2/redirect/app/blobs/:digest") { request, context -> Response in
-            // Another origin: "localhost" is not the connector's "127.0.0.1".
+        // Another origin: "localhost" is not the connector's "127.0.0.1".
+        let redirect = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
             let port = request.head.authority?.split(separator: ":").last ?? ""
             return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/blob?sig=1"])
         }
-        router.head("v2/redirect/app/blobs/:digest") { request, context -> Response in
-            let port = request.head.authority?.split(separator: ":").last ?? ""
-            return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/blob?sig=1"])
-        }
+        router.get("v2/redirect/app/blobs/:digest", use: redirect)
+        router.head("v2/redirect/app/blobs/:digest", use: redirect)
+        let blobHead: HTTPFields = [.contentType: "application/octet-stream", .contentLength: "\(blob.count)"]
         router.head("storage/blob") { request, _ -> Response in
             seen.withLock { $0.append(request.headers[.authorization]) }
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: "\(blob.count)"])
-        }
-        // A plain blob: HEAD and GET answered directly.
-        router.head("v2/plain/app/blobs/:digest") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: "\(blob.count)"])
-        }
-        // The same, answered after a pause: what comes after it on a connection must wait.
-        router.head("v2/slow/app/blobs/:digest") { _, _ -> Response in
-            try await Task.sleep(for: .milliseconds(300))
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream", .contentLength: "\(blob.count)"])
-        }
-        router.get("v2/plain/app/blobs/:digest") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+            return Response(status: .ok, headers: blobHead)
         }
         router.get("storage/blob") { request, _ -> Response in
             seen.withLock { $0.append(request.headers[.authorization]) }
             return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
                             body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+        }
+        // A plain blob, and the same answered after a pause (what follows it on a connection
+        // must wait).
+        router.head("v2/plain/app/blobs/:digest") { _, _ -> Response in Response(status: .ok, headers: blobHead) }
+        router.get("v2/plain/app/blobs/:digest") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+        }
+        router.head("v2/slow/app/blobs/:digest") { _, _ -> Response in
+            try await Task.sleep(for: .milliseconds(300))
+            return Response(status: .ok, headers: blobHead)
         }
         router.get("v2/broken/app/blobs/:digest") { _, _ -> Response in
             // Promises the whole blob, sends a quarter, then fails.
