@@ -109,12 +109,33 @@ public final class BlobFetcher: Sendable {
     /// ``read(_:_:headers:)`` for a caller on `eventLoop` that cannot suspend: the same connection
     /// reuse and retry, answered by a future on `eventLoop`.
     package func startRead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {
-        let head = requestHead(method, target, headers: headers)
-        let fresh: @Sendable () -> EventLoopFuture<BlobResponse> = { [self] in
-            connect(eventLoop).flatMap { $0.start(head, answeringOn: eventLoop) }
+        start(requestHead(method, target, headers: headers), on: eventLoop, sameLoop: false) { eventLoop in
+            let promise = eventLoop.makePromise(of: BlobResponse.self)
+            return (.sequence(promise), promise.futureResult)
         }
-        guard let connection = pool.checkout() else { return fresh() }
-        return connection.start(head, answeringOn: eventLoop).flatMapError { error in
+    }
+
+    /// ``startRead(_:_:headers:on:)`` on a connection of `eventLoop` itself, for a caller that
+    /// writes the body to a channel of that loop as it is read: its sink is called on `eventLoop`,
+    /// with no thread switch per buffer.
+    package func startRelay(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<RelayedResponse> {
+        start(requestHead(method, target, headers: headers), on: eventLoop, sameLoop: true) { eventLoop in
+            let promise = eventLoop.makePromise(of: RelayedResponse.self)
+            return (.relay(promise), promise.futureResult)
+        }
+    }
+
+    /// Sends `head` on an idle connection (one of `eventLoop`'s only, if `sameLoop`), or on a new
+    /// one; once more on a new one if the idle one turns out to be closed.
+    private func start<Response: Sendable>(
+        _ head: HTTPRequestHead, on eventLoop: any EventLoop, sameLoop: Bool,
+        waiter: @escaping @Sendable (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
+    ) -> EventLoopFuture<Response> {
+        let fresh: @Sendable () -> EventLoopFuture<Response> = { [self] in
+            connect(eventLoop).flatMap { $0.start(head, waiter: waiter).hop(to: eventLoop) }
+        }
+        guard let connection = pool.checkout(on: sameLoop ? eventLoop : nil) else { return fresh() }
+        return connection.start(head, waiter: waiter).hop(to: eventLoop).flatMapError { error in
             // The upstream closed the idle connection before answering: try a fresh one.
             guard let error = error as? BlobFetchError, error.kind == .closedBeforeResponse else {
                 return eventLoop.makeFailedFuture(error)
@@ -237,25 +258,36 @@ public struct BlobFetchError: Error, CustomStringConvertible, Sendable {
 struct PooledConnection: Sendable {
     let channel: any Channel
 
-    /// Sends from any thread; the future completes on `eventLoop`.
-    func start(_ head: HTTPRequestHead, answeringOn eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {
+    /// Sends from any thread; the future completes on the connection's event loop.
+    func start<Response: Sendable>(
+        _ head: HTTPRequestHead,
+        waiter: @escaping @Sendable (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
+    ) -> EventLoopFuture<Response> {
         // Usually the caller already runs on the connection's event loop (the pool prefers such a
         // connection): then the request goes out now instead of as one more job on the loop.
         if channel.eventLoop.inEventLoop {
-            return start(head).hop(to: eventLoop)
+            return send(head, waiter: waiter)
         }
         let connection = self
-        return channel.eventLoop.flatSubmit { connection.start(head) }.hop(to: eventLoop)
+        return channel.eventLoop.flatSubmit { connection.send(head, waiter: waiter) }
     }
 
     /// Hands the request to the connection's handler; on its event loop only.
-    private func start(_ head: HTTPRequestHead) -> EventLoopFuture<BlobResponse> {
-        do {
-            let handler = try channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self)
-            return handler.send(head, connection: self)
-        } catch {
-            return channel.eventLoop.makeFailedFuture(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
+    private func send<Response: Sendable>(
+        _ head: HTTPRequestHead,
+        waiter: (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
+    ) -> EventLoopFuture<Response> {
+        let (waiting, response) = waiter(channel.eventLoop)
+        guard let handler = try? channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self),
+              handler.send(head, connection: self, for: waiting) else {
+            let error = BlobFetchError(.closedBeforeResponse, "the connection is gone")
+            switch waiting {
+            case .sequence(let promise): promise.fail(error)
+            case .relay(let promise): promise.fail(error)
+            }
+            return response
         }
+        return response
     }
 }
 
@@ -268,11 +300,15 @@ final class ConnectionPool: Sendable {
         self.capacity = capacity
     }
 
-    /// The most recently used open connection, preferring one on the calling thread's event loop:
-    /// its response then needs no thread switch to reach the task that waits for it.
-    func checkout() -> PooledConnection? {
+    /// The most recently used open connection, preferring one on the calling thread's event loop
+    /// (its response then needs no thread switch to reach the task that waits for it); only one
+    /// on `eventLoop` when that is given.
+    func checkout(on eventLoop: (any EventLoop)? = nil) -> PooledConnection? {
         idle.withLock { idle in
             idle.removeAll { !$0.channel.isActive }
+            if let eventLoop {
+                return idle.lastIndex { $0.channel.eventLoop === eventLoop }.map { idle.remove(at: $0) }
+            }
             if let local = idle.lastIndex(where: { $0.channel.eventLoop.inEventLoop }) {
                 return idle.remove(at: local)
             }

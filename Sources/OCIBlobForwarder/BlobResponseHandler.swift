@@ -1,8 +1,9 @@
-import NIOCore
-import NIOHTTP1
+package import NIOCore
+package import NIOHTTP1
 
 /// The last handler of a ``BlobFetcher`` connection: sends one request at a time, hands the body
-/// to an async sequence, and reads from the socket only while that sequence wants more.
+/// to an async sequence (or, for callers on the event loop, to a ``BlobBodySink``), and reads
+/// from the socket only while the consumer wants more.
 ///
 /// Runs on its channel's event loop. Each request gets a new generation number, so that what
 /// the consumer of an earlier body does late (drop it, ask for more) cannot touch the next
@@ -32,11 +33,25 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Who waits for the response head, and so how the body is handed on.
+    enum Waiter {
+        case sequence(EventLoopPromise<BlobResponse>)
+        case relay(EventLoopPromise<RelayedResponse>)
+    }
+
     private enum State {
         case idle
-        case awaitingHead(EventLoopPromise<BlobResponse>, PooledConnection)
+        case awaitingHead(Waiter, PooledConnection)
         case streaming(BlobBody.Producer.Source, PooledConnection, keepAlive: Bool)
+        case relaying(Relay, PooledConnection, keepAlive: Bool)
         case closed
+    }
+
+    /// A body handed to a sink; what arrives before the sink does waits here (reading paused).
+    private final class Relay {
+        var sink: (any BlobBodySink)?
+        var waiting = CircularBuffer<ByteBuffer>()
+        var ended = false
     }
 
     private let bufferedReads: Int
@@ -70,23 +85,21 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = nil
     }
 
-    /// Sends a request on this (idle) connection; the future completes with the response head.
-    func send(_ head: HTTPRequestHead, connection: PooledConnection) -> EventLoopFuture<BlobResponse> {
-        guard case .idle = state, let context, context.channel.isActive else {
-            return connection.channel.eventLoop.makeFailedFuture(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
-        }
+    /// Sends a request on this (idle) connection for `waiter`, which learns of the response head.
+    /// Returns `false`, sending nothing, when the connection cannot take a request.
+    func send(_ head: HTTPRequestHead, connection: PooledConnection, for waiter: Waiter) -> Bool {
+        guard case .idle = state, let context, context.channel.isActive else { return false }
         idleTimer?.cancel()
         idleTimer = nil
         generation += 1
         paused = false
-        let promise = context.eventLoop.makePromise(of: BlobResponse.self)
-        state = .awaitingHead(promise, connection)
+        state = .awaitingHead(waiter, connection)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         lastRead = .now()
         armTimer(context)
         resumeReading(context)
-        return promise.futureResult
+        return true
     }
 
     // MARK: Inbound
@@ -94,7 +107,14 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastRead = .now()
         switch (unwrapInboundIn(data), state) {
-        case (.head(let head), .awaitingHead(let promise, let connection)):
+        case (.head(let head), .awaitingHead(.relay(let promise), let connection)):
+            guard head.status.code >= 200 else { return }  // 1xx: the real response follows.
+            let relay = Relay()
+            state = .relaying(relay, connection, keepAlive: head.isKeepAlive)
+            promise.succeed(RelayedResponse(head: head, body: RelayedBody(
+                handler: NIOLoopBound(self, eventLoop: context.eventLoop), generation: generation)))
+
+        case (.head(let head), .awaitingHead(.sequence(let promise), let connection)):
             guard head.status.code >= 200 else { return }  // 1xx: the real response follows.
             let sequence = BlobBody.Producer.makeSequence(
                 backPressureStrategy: .init(lowWatermark: max(1, bufferedReads / 2), highWatermark: bufferedReads),
@@ -110,19 +130,25 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .dropped: close(context)
             }
 
-        case (.end, .streaming(let source, let connection, let keepAlive)):
-            state = .idle
-            paused = false
-            // Idle connections keep reading, so that an upstream closing them is noticed.
-            resumeReading(context)
-            // Back in the pool before the consumer sees the end, so its next request finds it.
-            if keepAlive {
-                pool.checkin(connection)
-                armIdleTimer(context)
+        case (.body(let buffer), .relaying(let relay, _, _)):
+            if let sink = relay.sink {
+                if !sink.bodyPart(buffer) { paused = true }
             } else {
-                close(context)
+                relay.waiting.append(buffer)
+                paused = true
             }
+
+        case (.end, .streaming(let source, let connection, let keepAlive)):
+            complete(connection, keepAlive: keepAlive, context: context)
             source.finish()
+
+        case (.end, .relaying(let relay, let connection, let keepAlive)):
+            if let sink = relay.sink {
+                complete(connection, keepAlive: keepAlive, context: context)
+                sink.bodyEnded(nil)
+            } else {
+                relay.ended = true
+            }
 
         case (_, .closed):
             break
@@ -158,19 +184,57 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Demand
 
-    private func produceMore(_ generation: Int) {
-        guard generation == self.generation, case .streaming = state, let context else { return }
+    fileprivate func produceMore(_ generation: Int) {
+        guard generation == self.generation, phase == .body, let context else { return }
         paused = false
         lastRead = .now()
         armTimer(context)
         resumeReading(context)
     }
 
-    private func consumerGone(_ generation: Int) {
-        guard generation == self.generation, case .streaming = state, let context else { return }
+    fileprivate func consumerGone(_ generation: Int) {
+        guard generation == self.generation, phase == .body, let context else { return }
+        if case .relaying(let relay, let connection, let keepAlive) = state, relay.ended {
+            // All of it had arrived: the connection is ready for the next request.
+            complete(connection, keepAlive: keepAlive, context: context)
+            return
+        }
         // The body was dropped before its end: what is left of it cannot be skipped cheaply.
         state = .closed
         close(context)
+    }
+
+    /// Gives the body to `sink`: first what waited for it, then the rest as it arrives.
+    fileprivate func relay(to sink: any BlobBodySink, _ generation: Int) {
+        guard generation == self.generation, case .relaying(let relay, let connection, let keepAlive) = state,
+              relay.sink == nil, let context else { return }
+        relay.sink = sink
+        var wantsMore = true
+        while let buffer = relay.waiting.popFirst() {
+            wantsMore = sink.bodyPart(buffer)
+        }
+        guard generation == self.generation, case .relaying = state else { return }  // The sink dropped it.
+        if relay.ended {
+            complete(connection, keepAlive: keepAlive, context: context)
+            sink.bodyEnded(nil)
+        } else if wantsMore {
+            produceMore(generation)
+        }
+    }
+
+    /// The response ended: the connection goes back to the pool (or closes).
+    private func complete(_ connection: PooledConnection, keepAlive: Bool, context: ChannelHandlerContext) {
+        state = .idle
+        paused = false
+        // Idle connections keep reading, so that an upstream closing them is noticed.
+        resumeReading(context)
+        // Back in the pool before the consumer sees the end, so its next request finds it.
+        if keepAlive {
+            pool.checkin(connection)
+            armIdleTimer(context)
+        } else {
+            close(context)
+        }
     }
 
     // MARK: Pieces
@@ -180,7 +244,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var phase: Phase {
         switch state {
         case .awaitingHead: .head
-        case .streaming: .body
+        case .streaming, .relaying: .body
         case .idle, .closed: .none
         }
     }
@@ -193,8 +257,12 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func fail(_ error: BlobFetchError) {
         switch state {
-        case .awaitingHead(let promise, _): promise.fail(error)
+        case .awaitingHead(.sequence(let promise), _): promise.fail(error)
+        case .awaitingHead(.relay(let promise), _): promise.fail(error)
         case .streaming(let source, _, _): source.finish(error)
+        case .relaying(let relay, _, _):
+            state = .closed
+            relay.sink?.bodyEnded(error)
         case .idle, .closed: break
         }
         state = .closed
@@ -233,5 +301,43 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 armTimer(context)
             }
         }
+    }
+}
+
+/// Takes a relayed body's buffers on the connection's event loop, as they are read.
+package protocol BlobBodySink: AnyObject {
+    /// One more buffer of the body. Returns whether the sink wants more now; after `false`,
+    /// reading stops (buffers of the current read may still come) until ``RelayedBody/resume()``.
+    func bodyPart(_ buffer: ByteBuffer) -> Bool
+    /// The body ended: completely when `error` is `nil`, cut short otherwise.
+    func bodyEnded(_ error: BlobFetchError?)
+}
+
+/// A response whose body goes to a ``BlobBodySink`` instead of an async sequence.
+package struct RelayedResponse: Sendable {
+    /// The status line and headers.
+    package let head: HTTPResponseHead
+    /// The body, not read beyond what already arrived until it is given a sink.
+    package let body: RelayedBody
+}
+
+/// The body of a ``RelayedResponse``; used on its connection's event loop only.
+package struct RelayedBody: Sendable {
+    let handler: NIOLoopBound<BlobResponseHandler>
+    let generation: Int
+
+    /// Hands the body to `sink`; it must be given one, or be dropped.
+    package func relay(to sink: any BlobBodySink) {
+        handler.value.relay(to: sink, generation)
+    }
+
+    /// The sink wants more after it said it had enough.
+    package func resume() {
+        handler.value.produceMore(generation)
+    }
+
+    /// Drops the rest of the body, which closes its connection unless all of it had arrived.
+    package func drop() {
+        handler.value.consumerGone(generation)
     }
 }

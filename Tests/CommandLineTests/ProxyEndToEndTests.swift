@@ -198,17 +198,26 @@ struct ProxyEndToEndTests {
             token: token)
         #expect(foreign.status == 403)
 
-        // HEAD manifest carries the upstream's length and digest, whether the responder answers
-        // it or (with the upstream token for its scope at hand) the event loop does.
+        // HEAD and GET of a manifest carry the upstream's length, type, digest and bytes, whether
+        // the responder answers them or (with the upstream token for their scope at hand) the
+        // event loop does.
         for _ in 0..<3 {
-            let head = try Curl.request("HEAD", "\(base)/e2e/mount-src/manifests/v1",
-                                        headers: ["Accept": TestImage.manifestMediaType], token: token)
-            #expect(head.status == 200)
-            #expect(head.header("Content-Length") == "\(image.manifest.count)")
-            #expect(head.header("Docker-Content-Digest") == image.manifestDigest)
+            for method in ["HEAD", "GET"] {
+                let read = try Curl.request(method, "\(base)/e2e/mount-src/manifests/v1",
+                                            headers: ["Accept": TestImage.manifestMediaType], token: token)
+                #expect(read.status == 200)
+                #expect(read.header("Content-Length") == "\(image.manifest.count)")
+                #expect(read.header("Content-Type") == TestImage.manifestMediaType)
+                #expect(read.header("Docker-Content-Digest") == image.manifestDigest)
+                #expect(read.body == (method == "GET" ? image.manifest : Data()))
+            }
         }
-        #expect(try Curl.request("HEAD", "\(base)/e2e/mount-src/manifests/nope", token: token).status == 404)
-        #expect(try Curl.request("HEAD", "\(base)/e2e/mount-src/manifests/v1", token: otherSigner(proxy)).status == 401)
+        for method in ["HEAD", "GET"] {
+            let missing = try Curl.request(method, "\(base)/e2e/mount-src/manifests/nope", token: token)
+            #expect(missing.status == 404)
+            #expect(method == "HEAD" || missing.text.contains("MANIFEST_UNKNOWN"), "\(missing.text)")
+            #expect(try Curl.request(method, "\(base)/e2e/mount-src/manifests/v1", token: otherSigner(proxy)).status == 401)
+        }
     }
 
     @Test func catalogPaginationLinksAreRewritten() async throws {

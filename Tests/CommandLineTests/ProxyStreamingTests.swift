@@ -49,22 +49,25 @@ struct ProxyStreamingTests {
         defer { proxy.stop() }
         let prefix = "/v2/namespaces/team-a/connectors/up"
         let (plain, slow) = ("\(prefix)/plain/app/blobs/\(Self.digest)", "\(prefix)/slow/app/blobs/\(Self.digest)")
+        let (manifest, slowManifest) = ("\(prefix)/plain/app/manifests/v1", "\(prefix)/slow/app/manifests/v1")
         _ = try Curl.request("HEAD", "http://\(proxy.host)\(plain)", token: proxy.token())
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/pipelined.py")
-        // HEADs answered on the event loop (one of them slow upstream), mixed with requests the
-        // responder answers at once: the proxy's own `/v2/`, a refused connector, a blob GET.
+        // Reads answered on the event loop (some slow upstream; manifest GETs with bodies of several
+        // reads), mixed with requests the responder answers at once: the proxy's own `/v2/`, a
+        // refused connector, a blob GET.
         let output = try runCommand("/usr/bin/env", [
-            "python3", script.path, proxy.host, "HEAD:\(slow)", "GET:\(prefix)/", "HEAD:\(slow)",
-            "GET:/v2/namespaces/team-a/connectors/nope/plain/app/blobs/\(Self.digest)", "HEAD:\(plain)", "GET:\(plain)", "HEAD:\(slow)",
+            "python3", script.path, proxy.host, "HEAD:\(slow)", "GET:\(prefix)/", "GET:\(slowManifest)", "HEAD:\(slow)",
+            "GET:/v2/namespaces/team-a/connectors/nope/plain/app/blobs/\(Self.digest)", "HEAD:\(plain)", "GET:\(plain)",
+            "GET:\(manifest)", "HEAD:\(slowManifest)", "GET:\(manifest)",
         ], input: try proxy.token())
         let responses = try JSONDecoder().decode([[Int?]].self, from: Data(output.utf8))
         let size = stub.blob.count
-        try #require(responses.count == 7, "\(output)")
-        for index in [0, 2, 4, 6] { #expect(responses[index] == [200, size, 0], "response \(index): \(output)") }
+        try #require(responses.count == 10, "\(output)")
+        for index in [0, 3, 5, 8] { #expect(responses[index] == [200, size, 0], "response \(index): \(output)") }
         #expect(responses[1] == [200, 2, 2], "\(output)")
-        #expect(responses[3][0] == 403 && responses[3][1] == responses[3][2], "\(output)")
-        #expect(responses[5] == [200, size, size], "\(output)")
+        #expect(responses[4][0] == 403 && responses[4][1] == responses[4][2], "\(output)")
+        for index in [2, 6, 7, 9] { #expect(responses[index] == [200, size, size], "response \(index): \(output)") }
     }
 
     @Test func redirectsCanBePassedToTheClient() async throws {
@@ -79,35 +82,49 @@ struct ProxyStreamingTests {
         #expect(stub.storageAuthorizations.isEmpty)
     }
 
-    @Test func anUpstreamFailureMidBodyIsNotACleanResponse() async throws {
+    /// Blob reads go through the responder; manifest reads, once the upstream's credentials are
+    /// known, are answered on the event loop: both must behave the same.
+    static let readPaths = ["blobs/\(digest)", "manifests/v1"]
+
+    /// A first read, so that the proxy knows how the upstream authenticates and later manifest
+    /// reads take the event-loop path.
+    static func warmUp(_ proxy: ProxyProcess) throws {
+        let response = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/plain/app/manifests/v1", token: proxy.token())
+        #expect(response.status == 200)
+    }
+
+    @Test(arguments: readPaths) func anUpstreamFailureMidBodyIsNotACleanResponse(path: String) async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
+        try Self.warmUp(proxy)
         let directory = try Loopback.temporaryDirectory("broken")
         defer { try? FileManager.default.removeItem(at: directory) }
         // curl fails (exit 18, partial transfer) instead of reporting a complete body.
         #expect(throws: (any Error).self) {
             try runCommand("/usr/bin/curl", [
                 "-sf", "-u", "w:\(try proxy.token())", "-o", directory.appendingPathComponent("blob").path,
-                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/broken/app/blobs/\(Self.digest)",
+                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/broken/app/\(path)",
             ])
         }
         let received = (try? Data(contentsOf: directory.appendingPathComponent("blob")))?.count ?? 0
         #expect(received < stub.blob.count)
     }
 
-    @Test func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt() async throws {
+    @Test(arguments: readPaths) func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt(path: String) async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
+        try Self.warmUp(proxy)
         // A client reading 2 MiB/s for 3 seconds, then hanging up.
         let directory = try Loopback.temporaryDirectory("slow")
         let output = directory.appendingPathComponent("partial")
         _ = try? runCommand("/usr/bin/curl", [
             "-s", "--limit-rate", "2M", "--max-time", "3", "-u", "w:\(try proxy.token())", "-o", output.path,
-            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/endless/app/blobs/\(Self.digest)",
+            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/endless/app/\(path)",
         ])
         let received = (try? FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
         #expect(received > 0)
@@ -133,6 +150,32 @@ struct ProxyStreamingTests {
             state = stub.endlessStream
         }
         #expect(state.ended, "the upstream request was not cancelled")
+    }
+
+    /// A client that leaves while the upstream has not answered yet gets its request logged as
+    /// 499, and the proxy goes on serving.
+    @Test(arguments: ["HEAD", "GET"]) func aClientLeavingBeforeTheAnswerIsLogged(method: String) async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        try Self.warmUp(proxy)
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
+        _ = try? runCommand("/usr/bin/curl", [
+            "-s", "-X", method, "--max-time", "0.1", "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1",
+        ])
+        var line: Substring?
+        for _ in 0..<50 where line == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            line = try String(contentsOf: proxy.logFile, encoding: .utf8).split(separator: "\n")
+                .first { $0.contains("repository=slow/app") }
+        }
+        let logLine = try #require(line, "no log line for the abandoned request")
+        #expect(logLine.split(separator: " ").contains("status=499"), "\(logLine)")
+        #expect(logLine.split(separator: " ").contains("method=\(method)"), "\(logLine)")
+        let after = try Curl.request(method, "\(base)/plain/app/manifests/v1", token: proxy.token())
+        #expect(after.status == 200)
+        #expect(after.body.count == (method == "GET" ? stub.blob.count : 0))
     }
 
     /// A big blob pushed monolithically and in chunks and pulled back with its digest checked,

@@ -3,7 +3,8 @@ import Hummingbird
 import Logging
 
 /// A small upstream for the behaviours a local registry does not show: blob reads redirected to
-/// another origin (as registries do to object storage), and a body that fails half-way.
+/// another origin (as registries do to object storage), slow answers, and bodies that fail
+/// half-way or never end, on blob and manifest routes alike.
 ///
 /// It asks for Basic credentials, so the proxy sends them; `/storage/…` records what arrives.
 public final class StubUpstream: Sendable {
@@ -50,24 +51,29 @@ public final class StubUpstream: Sendable {
                             body: .init(byteBuffer: ByteBuffer(bytes: blob)))
         }
         // A plain blob, and the same answered after a pause (what follows it on a connection
-        // must wait).
-        router.head("v2/plain/app/blobs/:digest") { _, _ -> Response in Response(status: .ok, headers: blobHead) }
-        router.get("v2/plain/app/blobs/:digest") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+        // must wait). Manifest routes serve the blob as a manifest, so that the proxy's handling of
+        // manifests meets a body that takes several reads.
+        let manifestHead: HTTPFields = [.contentType: "application/vnd.oci.image.manifest.v1+json", .contentLength: "\(blob.count)"]
+        let plain = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
+            let manifest = request.uri.path.contains("/manifests/")
+            let head = manifest ? manifestHead : blobHead
+            return request.method == .head
+                ? Response(status: .ok, headers: head)
+                : Response(status: .ok, headers: [.contentType: head[.contentType]!], body: .init(byteBuffer: ByteBuffer(bytes: blob)))
         }
-        router.head("v2/slow/app/blobs/:digest") { _, _ -> Response in
+        let slow = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
             try await Task.sleep(for: .milliseconds(300))
-            return Response(status: .ok, headers: blobHead)
+            return plain(request, context)
         }
-        router.get("v2/broken/app/blobs/:digest") { _, _ -> Response in
-            // Promises the whole blob, sends a quarter, then fails.
+        // Promises the whole blob, sends a quarter, then fails.
+        let broken = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
             Response(status: .ok, body: ResponseBody(contentLength: blob.count) { writer in
                 try await writer.write(ByteBuffer(bytes: blob.prefix(blob.count / 4)))
                 throw TestSupportError("the stub upstream fails mid-body on purpose")
             })
         }
-        router.get("v2/endless/app/blobs/:digest") { _, _ -> Response in
-            // 4 GiB in 1 MiB buffers, as fast as the reader takes them.
+        // 4 GiB in 1 MiB buffers, as fast as the reader takes them.
+        let endless = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
             let chunk = ByteBuffer(repeating: 0x5a, count: 1 << 20)
             return Response(status: .ok, body: ResponseBody(contentLength: 4 << 30) { writer in
                 defer { stream.withLock { $0.ended = true } }
@@ -77,6 +83,14 @@ public final class StubUpstream: Sendable {
                 }
                 try await writer.finish(nil)
             })
+        }
+        for path in ["blobs/:digest", "manifests/:reference"] {
+            router.head("v2/plain/app/\(path)", use: plain)
+            router.get("v2/plain/app/\(path)", use: plain)
+            router.head("v2/slow/app/\(path)", use: slow)
+            router.get("v2/slow/app/\(path)", use: slow)
+            router.get("v2/broken/app/\(path)", use: broken)
+            router.get("v2/endless/app/\(path)", use: endless)
         }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = Application(

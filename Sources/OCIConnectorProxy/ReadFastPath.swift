@@ -7,28 +7,34 @@ import OCIAuth
 import OCIBlobForwarder
 import OCIReference
 
-/// Answers `HEAD` of manifests and blobs on the connection's event loop, without a task per
-/// request; every other request, and every `HEAD` it cannot finish on its own, goes on to the
-/// ``ConnectorProxy`` responder as before.
+/// Answers `HEAD` of manifests and blobs, and `GET` of manifests, on the connection's event
+/// loop, without a task per request; every other request, and every read it cannot finish on its
+/// own, goes on to the ``ConnectorProxy`` responder as before.
 ///
-/// `HEAD` of a manifest is what container runtimes send most ("what digest is this tag now?"),
-/// and through the responder each cost about three times nginx's CPU (Performance.md). Here a
-/// `HEAD` is served only when everything it needs is at hand without waiting: a remembered valid
-/// proxy token that allows pulling, and an upstream `Authorization` that needs no token request.
-/// The upstream's answer is relayed unless it is a 401 (the token must be renewed), a redirect to
-/// follow, or lacks a length; then the request is handed to the responder, which does all of
-/// that. A `HEAD` changes nothing upstream, so sending it twice is harmless.
+/// `HEAD` and `GET` of a manifest are what container runtimes send most ("what digest is this tag
+/// now?", then the manifest itself), and through the responder each cost three to four times
+/// nginx's CPU (Performance.md). Here a read is served only when everything it needs is at hand
+/// without waiting: a remembered valid proxy token that allows pulling, and an upstream
+/// `Authorization` that needs no token request. The upstream's answer is relayed unless it is a
+/// 401 (the token must be renewed), a redirect to follow, or a `HEAD` answer without a length;
+/// then the request is handed to the responder, which does all of that. A read changes nothing
+/// upstream, so sending it twice is harmless.
+///
+/// A body is written to the client as it is read from the upstream connection, which is on the
+/// same event loop; when the client's connection stops being writable, reading the upstream
+/// pauses until it is writable again.
 ///
 /// Requests on one connection are answered in order: while an exchange is under way, requests
 /// that follow it wait here (and reading pauses) until its response is complete.
-final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    /// What a `HEAD` served here needs.
+    /// What a read served here needs.
     struct Plan {
+        let method: NIOHTTP1.HTTPMethod
         let upstream: ConnectorProxy.Upstream
         let target: String
         let headers: HTTPHeaders
@@ -45,6 +51,13 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case serving(HTTPRequest)
     }
 
+    /// The body being relayed to the client, with what the log line needs at its end.
+    private struct Relaying {
+        let body: RelayedBody
+        let status: Int
+        let log: RequestLog
+    }
+
     private let proxy: ConnectorProxy
     private var exchange = Exchange.none
     private var requestEnded = false
@@ -52,9 +65,19 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Parts of requests that came while an exchange was under way.
     private var waiting = CircularBuffer<HTTPRequestPart>()
     private var heldRead = false
+    private var relaying: Relaying?
+    private var context: ChannelHandlerContext?
 
     init(proxy: ConnectorProxy) {
         self.proxy = proxy
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     // MARK: Inbound
@@ -70,7 +93,19 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         waiting.removeAll()
+        if let relaying {
+            self.relaying = nil
+            relaying.body.drop()
+            relaying.log.finish(status: relaying.status, detail: "aborted: the client closed the connection")
+        }
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let relaying {
+            relaying.body.resume()
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     /// A part belongs to the current exchange, or starts one when none is under way.
@@ -84,7 +119,7 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case (.head(let request), .none):
             requestEnded = false
             responseEnded = false
-            if let plan = proxy.headPlan(for: request) {
+            if let plan = proxy.readPlan(for: request) {
                 exchange = .serving(request)
                 serve(plan, context: context)
             } else {
@@ -95,7 +130,7 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             requestEnded = true
             finishIfDone(context: context)
         case (.body, .serving):
-            break  // A HEAD has no body to speak of.
+            break  // A read has no body to speak of.
         case (.end, .passed):
             requestEnded = true
             context.fireChannelRead(wrapInboundOut(part))
@@ -128,30 +163,37 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Serving
 
     private func serve(_ plan: Plan, context: ChannelHandlerContext) {
-        plan.upstream.reads.startRead(.HEAD, plan.target, headers: plan.headers, on: context.eventLoop)
+        plan.upstream.reads.startRelay(plan.method, plan.target, headers: plan.headers, on: context.eventLoop)
             .assumeIsolated()
             .whenComplete { [self] result in
-                guard case .serving(let request) = exchange else { return }
+                guard case .serving(let request) = exchange else {
+                    if case .success(let response) = result { response.body.drop() }
+                    return
+                }
                 guard context.channel.isActive else {
+                    if case .success(let response) = result { response.body.drop() }
                     plan.log.finish(status: 499, detail: "the client closed the connection")
                     return
                 }
-                guard case .success(let response) = result, let length = response.head.headers.first(name: "Content-Length"),
-                      response.head.status != .unauthorized,
-                      !(300..<400).contains(response.head.status.code) || plan.upstream.passRedirects
+                guard case .success(let response) = result else {
+                    handOn(request, context: context)
+                    return
+                }
+                let status = response.head.status
+                let length = response.head.headers.first(name: "Content-Length")
+                guard status != .unauthorized, !(300..<400).contains(status.code) || plan.upstream.passRedirects,
+                      length != nil || plan.method != .HEAD
                 else {
+                    response.body.relay(to: Discard(body: response.body))
                     handOn(request, context: context)
                     return
                 }
                 var headers = ConnectorProxy.clientHeaders(response.head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream)
-                headers[.contentLength] = length
-                let status = response.head.status
+                if let length { headers[.contentLength] = length }
                 context.write(wrapOutboundOut(.head(HTTPResponse(
                     status: .init(code: Int(status.code), reasonPhrase: status.reasonPhrase), headerFields: headers))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-                plan.log.finish(status: Int(status.code))
-                responseEnded = true
-                finishIfDone(context: context)
+                relaying = Relaying(body: response.body, status: Int(status.code), log: plan.log)
+                response.body.relay(to: self)
             }
     }
 
@@ -190,33 +232,84 @@ final class HeadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 }
 
+extension ReadFastPath: BlobBodySink {
+    func bodyPart(_ buffer: ByteBuffer) -> Bool {
+        guard let context, let relaying else { return false }
+        relaying.log.bytesOut.add(buffer.readableBytes)
+        context.writeAndFlush(wrapOutboundOut(.body(buffer)), promise: nil)
+        return context.channel.isWritable
+    }
+
+    func bodyEnded(_ error: BlobFetchError?) {
+        guard let context, let relaying else { return }
+        self.relaying = nil
+        if let error {
+            // The client has part of the body and no way to learn it is cut short but this.
+            relaying.log.finish(status: relaying.status, detail: "aborted: \(error.kind)")
+            context.close(promise: nil)
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        relaying.log.finish(status: relaying.status)
+        responseEnded = true
+        finishIfDone(context: context)
+    }
+}
+
+/// Reads and drops a small body (an error or a redirect) so its connection can be reused; a
+/// larger one is dropped unread, which closes its connection.
+private final class Discard: BlobBodySink {
+    private let body: RelayedBody
+    private var seen = 0
+
+    init(body: RelayedBody) {
+        self.body = body
+    }
+
+    func bodyPart(_ buffer: ByteBuffer) -> Bool {
+        seen += buffer.readableBytes
+        if seen > 64 * 1024 { body.drop() }
+        return true
+    }
+
+    func bodyEnded(_ error: BlobFetchError?) {}
+}
+
 extension ConnectorProxy {
     /// The plan for serving `request` on the event loop, or `nil` when the responder must: it is
-    /// not a plain `HEAD` of a manifest or blob, its token is missing or not allowed, or the
-    /// upstream's `Authorization` is not at hand without waiting.
-    func headPlan(for request: HTTPRequest) -> HeadFastPath.Plan? {
-        guard request.method == .head, request.headerFields[.connection] == nil,
+    /// not a plain `HEAD` of a manifest or blob or `GET` of a manifest, its token is missing or not
+    /// allowed, or the upstream's `Authorization` is not at hand without waiting.
+    func readPlan(for request: HTTPRequest) -> ReadFastPath.Plan? {
+        let method: NIOHTTP1.HTTPMethod
+        switch request.method {
+        case .head: method = .HEAD
+        case .get: method = .GET
+        default: return nil
+        }
+        guard request.headerFields[.connection] == nil,
               let path = request.path, !path.utf8.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "%") })
         else { return nil }
         let host = request.authority ?? "localhost"
         guard let destination = try? destination(host: host, path: path), let connector = destination.connector,
               case .repository(let repository, let endpoint) = destination.route else { return nil }
-        switch endpoint {
-        case .manifest, .blob: break
+        switch (endpoint, method) {
+        case (.manifest, _), (.blob, .HEAD): break
+        // Blob bodies are large and often redirected to storage: the responder follows redirects,
+        // and a task per request costs nothing next to moving the bytes.
         default: return nil
         }
         guard let claims = try? authenticator.claims(authorization: request.headerFields[.authorization]),
               claims.allows(connector: connector.description, action: "pull", repository: repository),
               let upstream = upstreams[connector] else { return nil }
         guard let authorization = upstream.client.readyAuthorization(
-            for: ScopeHints.scopes(method: "HEAD", route: destination.route, mountFrom: nil)) else { return nil }
+            for: ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil)) else { return nil }
         var headers = Self.forwardableHeaders(request.headerFields)
         authorization.apply(to: &headers)
-        let log = RequestLog(logger: logger, method: "HEAD")
+        let log = RequestLog(logger: logger, method: request.method.rawValue)
         log.connector = connector.description
         log.repository = repository
         log.endpoint = endpoint.path
-        return HeadFastPath.Plan(upstream: upstream, target: Self.upstreamPath(destination.route), headers: headers,
+        return ReadFastPath.Plan(method: method, upstream: upstream, target: Self.upstreamPath(destination.route), headers: headers,
                                  host: host, prefix: destination.prefix, log: log)
     }
 }
