@@ -206,8 +206,13 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Gives the body to `sink`: first what waited for it, then the rest as it arrives.
     fileprivate func relay(to sink: any BlobBodySink, _ generation: Int) {
-        guard generation == self.generation, case .relaying(let relay, let connection, let keepAlive) = state,
-              relay.sink == nil, let context else { return }
+        guard generation == self.generation else { return }
+        guard case .relaying(let relay, let connection, let keepAlive) = state, relay.sink == nil, let context else {
+            if case .closed = state {
+                sink.bodyEnded(BlobFetchError(.truncated, "the upstream connection closed before the body ended"))
+            }
+            return
+        }
         relay.sink = sink
         var wantsMore = true
         while let buffer = relay.waiting.popFirst() {
