@@ -11,6 +11,7 @@ import OCIBlobForwarder
 public import OCIConnectors
 public import OCIProxyToken
 public import OCIReference
+import Synchronization
 
 /// The credential-injecting registry proxy: a Hummingbird responder that serves the distribution
 /// API for every connector, authenticates workloads with proxy tokens, and forwards each request
@@ -446,7 +447,7 @@ final class RequestLog: Sendable {
     let started = ContinuousClock.now
     let bytesIn = ByteCounter()
     let bytesOut = ByteCounter()
-    private let fields = Locked(Fields())
+    private let fields = Mutex(Fields())
 
     struct Fields {
         var connector: String?
@@ -492,19 +493,5 @@ final class RequestLog: Sendable {
         ]
         if let detail { metadata["detail"] = "\(detail)" }
         logger.info("request", metadata: metadata)
-    }
-}
-
-/// A value behind a lock.
-final class Locked<Value>: @unchecked Sendable {
-    private var value: Value
-    private let lock = NSLock()
-
-    init(_ value: Value) { self.value = value }
-
-    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
     }
 }
