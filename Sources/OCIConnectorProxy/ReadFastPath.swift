@@ -1,8 +1,8 @@
-import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTPTypes
 import OCIAuth
 import OCIBlobForwarder
 import OCIReference
@@ -27,10 +27,12 @@ import OCIReference
 /// Requests on one connection are answered in order: while an exchange is under way, requests
 /// that follow it wait here (and reading pauses) until its response is complete.
 final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    // NIO's HTTP/1 parts, before Hummingbird converts them to `HTTPTypes`: what this handler
+    // answers needs no conversion either way.
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     /// What a read served here needs.
     struct Plan {
@@ -47,8 +49,8 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case none
         /// The responder has the request.
         case passed
-        /// This handler serves it; `head` is kept to hand it on if needed.
-        case serving(HTTPRequest)
+        /// This handler serves it; the head is kept to hand it on if needed.
+        case serving(HTTPRequestHead)
     }
 
     /// The body being relayed to the client, with what the log line needs at its end.
@@ -63,7 +65,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var requestEnded = false
     private var responseEnded = false
     /// Parts of requests that came while an exchange was under way.
-    private var waiting = CircularBuffer<HTTPRequestPart>()
+    private var waiting = CircularBuffer<HTTPServerRequestPart>()
     private var heldRead = false
     private var relaying: Relaying?
     private var context: ChannelHandlerContext?
@@ -109,12 +111,12 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A part belongs to the current exchange, or starts one when none is under way.
-    private func accepts(_ part: HTTPRequestPart) -> Bool {
+    private func accepts(_ part: HTTPServerRequestPart) -> Bool {
         if case .none = exchange { return true }
         return !requestEnded
     }
 
-    private func process(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+    private func process(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (part, exchange) {
         case (.head(let request), .none):
             requestEnded = false
@@ -188,17 +190,19 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     handOn(request, context: context)
                     return
                 }
-                var headers = ConnectorProxy.clientHeaders(response.head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream)
-                if let length { headers[.contentLength] = length }
-                context.write(wrapOutboundOut(.head(HTTPResponse(
-                    status: .init(code: Int(status.code), reasonPhrase: status.reasonPhrase), headerFields: headers))), promise: nil)
+                var headers = HTTPHeaders()
+                ConnectorProxy.forEachClientHeader(response.head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream) {
+                    headers.add(name: $0, value: $1)
+                }
+                if let length { headers.add(name: "Content-Length", value: length) }
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
                 relaying = Relaying(body: response.body, status: Int(status.code), log: plan.log)
                 response.body.relay(to: self)
             }
     }
 
     /// Gives the request to the responder, as if it had just arrived.
-    private func handOn(_ request: HTTPRequest, context: ChannelHandlerContext) {
+    private func handOn(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
         exchange = .passed
         context.fireChannelRead(wrapInboundOut(.head(request)))
         if requestEnded {
@@ -236,7 +240,7 @@ extension ReadFastPath: BlobBodySink {
     func bodyPart(_ buffer: ByteBuffer) -> Bool {
         guard let context, let relaying else { return false }
         relaying.log.bytesOut.add(buffer.readableBytes)
-        context.writeAndFlush(wrapOutboundOut(.body(buffer)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         return context.channel.isWritable
     }
 
@@ -279,37 +283,56 @@ extension ConnectorProxy {
     /// The plan for serving `request` on the event loop, or `nil` when the responder must: it is
     /// not a plain `HEAD` of a manifest or blob or `GET` of a manifest, its token is missing or not
     /// allowed, or the upstream's `Authorization` is not at hand without waiting.
-    func readPlan(for request: HTTPRequest) -> ReadFastPath.Plan? {
-        let method: NIOHTTP1.HTTPMethod
-        switch request.method {
-        case .head: method = .HEAD
-        case .get: method = .GET
-        default: return nil
-        }
-        guard request.headerFields[.connection] == nil,
-              let path = request.path, !path.utf8.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "%") })
+    func readPlan(for request: HTTPRequestHead) -> ReadFastPath.Plan? {
+        guard request.method == .HEAD || request.method == .GET,
+              // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
+              request.version == .http1_1, !request.headers.contains(name: "Connection"),
+              !request.uri.utf8.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "%") })
         else { return nil }
-        let host = request.authority ?? "localhost"
-        guard let destination = try? destination(host: host, path: path), let connector = destination.connector,
+        let host = request.headers.first(name: "Host") ?? "localhost"
+        guard let destination = try? destination(host: host, path: request.uri), let connector = destination.connector,
               case .repository(let repository, let endpoint) = destination.route else { return nil }
-        switch (endpoint, method) {
+        switch (endpoint, request.method) {
         case (.manifest, _), (.blob, .HEAD): break
         // Blob bodies are large and often redirected to storage: the responder follows redirects,
         // and a task per request costs nothing next to moving the bytes.
         default: return nil
         }
-        guard let claims = try? authenticator.claims(authorization: request.headerFields[.authorization]),
+        guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
               claims.allows(connector: connector.description, action: "pull", repository: repository),
               let upstream = upstreams[connector] else { return nil }
         guard let authorization = upstream.client.readyAuthorization(
             for: ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil)) else { return nil }
-        var headers = Self.forwardableHeaders(request.headerFields)
+        var headers = HTTPHeaders()
+        for (name, value) in request.headers where !HeaderRewriter.hopByHop.contains(name.lowercased()) {
+            headers.add(name: name, value: value)
+        }
         authorization.apply(to: &headers)
         let log = RequestLog(logger: logger, method: request.method.rawValue)
         log.connector = connector.description
         log.repository = repository
         log.endpoint = endpoint.path
-        return ReadFastPath.Plan(method: method, upstream: upstream, target: Self.upstreamPath(destination.route), headers: headers,
-                                 host: host, prefix: destination.prefix, log: log)
+        return ReadFastPath.Plan(method: request.method, upstream: upstream, target: Self.upstreamPath(destination.route),
+                                 headers: headers, host: host, prefix: destination.prefix, log: log)
+    }
+
+    /// Adds ``ReadFastPath`` to a channel that Hummingbird's HTTP/1 server set up, right after
+    /// NIO's request decoder.
+    struct ServerChannel: ServerChildChannel {
+        let base: HTTP1Channel
+        let proxy: ConnectorProxy
+
+        func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<HTTP1Channel.Value> {
+            base.setup(channel: channel, logger: logger).flatMapThrowing { [proxy] value in
+                let operations = channel.pipeline.syncOperations
+                let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                try operations.addHandler(ReadFastPath(proxy: proxy), position: .after(decoder))
+                return value
+            }
+        }
+
+        func handle(value: HTTP1Channel.Value, logger: Logger) async {
+            await base.handle(value: value, logger: logger)
+        }
     }
 }
