@@ -69,6 +69,11 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var heldRead = false
     private var relaying: Relaying?
     private var context: ChannelHandlerContext?
+    /// The server asked to close idle connections (graceful shutdown) while this handler served
+    /// a request: passed on once the response is complete, as if the request had just ended.
+    private var heldQuiesce: Any?
+    /// When a quiesce event is held: the write of the response's end.
+    private var endWritten: EventLoopFuture<Void>?
 
     init(proxy: ConnectorProxy) {
         self.proxy = proxy
@@ -108,6 +113,16 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             relaying.body.resume()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Hummingbird's connection state handler, further on, closes a connection it thinks
+        // idle at once: it does not see the exchanges answered here.
+        if event is ChannelShouldQuiesceEvent, case .serving = exchange {
+            heldQuiesce = event
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     /// A part belongs to the current exchange, or starts one when none is under way.
@@ -217,6 +232,17 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func finishIfDone(context: ChannelHandlerContext) {
         guard requestEnded, responseEnded else { return }
         exchange = .none
+        if let event = heldQuiesce {
+            heldQuiesce = nil
+            // The connection closes now; what waited is not answered. Closing fails writes still
+            // pending, so the event waits for the response's end to be written when it can.
+            if let written = endWritten {
+                written.assumeIsolated().whenComplete { _ in context.fireUserInboundEventTriggered(event) }
+            } else {
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
+        endWritten = nil
         guard !waiting.isEmpty || heldRead else { return }
         context.eventLoop.assumeIsolated().execute { [self] in
             guard case .none = exchange, context.channel.isActive else { return }
@@ -253,7 +279,13 @@ extension ReadFastPath: BlobBodySink {
             context.close(promise: nil)
             return
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if heldQuiesce != nil {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+            endWritten = written.futureResult
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
         relaying.log.finish(status: relaying.status)
         responseEnded = true
         finishIfDone(context: context)

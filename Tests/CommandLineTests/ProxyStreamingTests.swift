@@ -178,6 +178,27 @@ struct ProxyStreamingTests {
         #expect(after.body.count == (method == "GET" ? stub.blob.count : 0))
     }
 
+    /// SIGTERM lets reads under way finish (graceful shutdown), whichever path answers them: a
+    /// blob GET through the responder, manifest reads on the event loop.
+    @Test(arguments: [("GET", "blobs/\(digest)"), ("GET", "manifests/v1"), ("HEAD", "manifests/v1")])
+    func readsUnderWayFinishOnSIGTERM(method: String, path: String) async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        try Self.warmUp(proxy)
+        // The upstream answers after 300 ms; the proxy is told to stop 100 ms in.
+        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow/app/\(path)"
+        let output = try runCommand("/bin/sh", ["-c", """
+            curl -s \(method == "HEAD" ? "-I" : "") -u w:\(try proxy.token()) -o /dev/null \
+                -w '%{http_code} %{size_download}' '\(url)' & sleep 0.1; kill -TERM \(proxy.processIdentifier); wait $!
+            """])
+        let expectedSize = method == "GET" ? stub.blob.count : 0
+        #expect(output == "200 \(expectedSize)", "\(output)")
+        for _ in 0..<50 where proxy.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!proxy.isRunning, "the proxy did not stop after its last response")
+    }
+
     /// A big blob pushed monolithically and in chunks and pulled back with its digest checked,
     /// while the proxy's memory stays bounded. `OCI_CONNECTOR_BIG_BLOB_MIB` sets the size
     /// (1024 by default).

@@ -78,6 +78,12 @@ public final class ProxyProcess: Sendable {
             .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
     }
 
+    /// The proxy's process id, to send it signals.
+    public var processIdentifier: Int32 { process.processIdentifier }
+
+    /// Whether the proxy has exited.
+    public var isRunning: Bool { process.isRunning }
+
     public func stop() {
         if process.isRunning {
             process.terminate()
