@@ -234,13 +234,17 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         exchange = .none
         if let event = heldQuiesce {
             heldQuiesce = nil
-            // The connection closes now; what waited is not answered. Closing fails writes still
-            // pending, so the event waits for the response's end to be written when it can.
+            // The connection closes now, so requests that waited are not taken up. Closing fails
+            // writes still pending: the event waits for the response's end to be written.
+            waiting.removeAll()
+            heldRead = false
             if let written = endWritten {
+                endWritten = nil
                 written.assumeIsolated().whenComplete { _ in context.fireUserInboundEventTriggered(event) }
             } else {
                 context.fireUserInboundEventTriggered(event)
             }
+            return
         }
         endWritten = nil
         guard !waiting.isEmpty || heldRead else { return }
