@@ -103,21 +103,16 @@ public final class BlobFetcher: Sendable {
     /// `HEAD`'s body is empty.
     public func read(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
         // `any()` is the caller's own event loop when it runs on one of the group's.
-        try await startRead(method, target, headers: headers, on: group.any()).get()
-    }
-
-    /// ``read(_:_:headers:)`` for a caller on `eventLoop` that cannot suspend: the same connection
-    /// reuse and retry, answered by a future on `eventLoop`.
-    package func startRead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<BlobResponse> {
-        start(requestHead(method, target, headers: headers), on: eventLoop, sameLoop: false) { eventLoop in
+        try await start(requestHead(method, target, headers: headers), on: group.any(), sameLoop: false) { eventLoop in
             let promise = eventLoop.makePromise(of: BlobResponse.self)
             return (.sequence(promise), promise.futureResult)
-        }
+        }.get()
     }
 
-    /// ``startRead(_:_:headers:on:)`` on a connection of `eventLoop` itself, for a caller that
-    /// writes the body to a channel of that loop as it is read: its sink is called on `eventLoop`,
-    /// with no thread switch per buffer.
+    /// ``read(_:_:headers:)`` for a caller on `eventLoop` that cannot suspend and writes the body
+    /// to a channel of that loop as it is read: the request goes out on a connection of
+    /// `eventLoop` itself, with the same connection reuse and retry, and the body's sink is called
+    /// on `eventLoop`, with no thread switch per buffer.
     package func startRelay(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<RelayedResponse> {
         start(requestHead(method, target, headers: headers), on: eventLoop, sameLoop: true) { eventLoop in
             let promise = eventLoop.makePromise(of: RelayedResponse.self)

@@ -274,14 +274,17 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                        to: request, host: host, prefix: prefix, upstream: upstream, log: log)
     }
 
-    /// Reads and drops a small body (an error or a redirect), so its connection can be reused;
-    /// a large one is dropped unread, which closes its connection.
+    /// The most of an unwanted body (an error or a redirect) read to keep its connection: a larger
+    /// one is dropped unread, which closes its connection.
+    static let drainLimit = 64 * 1024
+
+    /// Reads and drops a small body, up to ``drainLimit``, so its connection can be reused.
     private static func discard(_ body: BlobBody) async {
         var seen = 0
         do {
             for try await buffer in body {
                 seen += buffer.readableBytes
-                if seen > 64 * 1024 { return }
+                if seen > drainLimit { return }
             }
         } catch {}
     }
@@ -429,14 +432,31 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
 
     /// The client's headers minus hop-by-hop ones and those named by `Connection`.
     static func forwardableHeaders(_ fields: HTTPFields) -> HTTPHeaders {
-        let named = Set((fields[.connection] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
         var headers = HTTPHeaders()
-        for field in fields {
-            let name = field.name.canonicalName
-            guard !HeaderRewriter.hopByHop.contains(name), !named.contains(name) else { continue }
-            headers.add(name: field.name.rawName, value: field.value)
+        forEachForwardableHeader(fields.lazy.map { ($0.name.canonicalName, $0.name.rawName, $0.value) }, connection: fields[.connection]) {
+            headers.add(name: $0, value: $1)
         }
         return headers
+    }
+
+    /// ``forwardableHeaders(_:)`` for NIO's HTTP/1 headers.
+    static func forwardableHeaders(_ fields: HTTPHeaders) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        forEachForwardableHeader(fields.lazy.map { ($0.name.lowercased(), $0.name, $0.value) }, connection: fields.first(name: "Connection")) {
+            headers.add(name: $0, value: $1)
+        }
+        return headers
+    }
+
+    /// Calls `body` with each header (lowercased name, name, value) that is neither hop-by-hop
+    /// nor named by `connection`.
+    private static func forEachForwardableHeader(
+        _ fields: some Sequence<(String, String, String)>, connection: String?, _ body: (String, String) -> Void
+    ) {
+        let named = Set((connection ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+        for (canonical, name, value) in fields where !HeaderRewriter.hopByHop.contains(canonical) && !named.contains(canonical) {
+            body(name, value)
+        }
     }
 
     static func routeError(_ error: ReferenceError) -> RegistryErrorResponse {

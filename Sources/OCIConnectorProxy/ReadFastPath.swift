@@ -296,8 +296,8 @@ extension ReadFastPath: BlobBodySink {
     }
 }
 
-/// Reads and drops a small body (an error or a redirect) so its connection can be reused; a
-/// larger one is dropped unread, which closes its connection.
+/// Reads and drops a small body (an error or a redirect), up to ``ConnectorProxy/drainLimit``,
+/// so its connection can be reused.
 private final class Discard: BlobBodySink {
     private let body: RelayedBody
     private var seen = 0
@@ -308,7 +308,7 @@ private final class Discard: BlobBodySink {
 
     func bodyPart(_ buffer: ByteBuffer) -> Bool {
         seen += buffer.readableBytes
-        if seen > 64 * 1024 { body.drop() }
+        if seen > ConnectorProxy.drainLimit { body.drop() }
         return true
     }
 
@@ -339,10 +339,7 @@ extension ConnectorProxy {
               let upstream = upstreams[connector] else { return nil }
         guard let authorization = upstream.client.readyAuthorization(
             for: ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil)) else { return nil }
-        var headers = HTTPHeaders()
-        for (name, value) in request.headers where !HeaderRewriter.hopByHop.contains(name.lowercased()) {
-            headers.add(name: name, value: value)
-        }
+        var headers = Self.forwardableHeaders(request.headers)
         authorization.apply(to: &headers)
         let log = RequestLog(logger: logger, method: request.method.rawValue)
         log.connector = connector.description

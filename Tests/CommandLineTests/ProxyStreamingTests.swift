@@ -130,13 +130,7 @@ struct ProxyStreamingTests {
         #expect(received > 0)
         // The proxy read from the upstream only what the client took plus what buffers hold (its
         // log line counts the bytes it passed on), and its memory stayed small.
-        var line: Substring?
-        for _ in 0..<100 where line == nil {
-            try await Task.sleep(for: .milliseconds(100))
-            line = try String(contentsOf: proxy.logFile, encoding: .utf8).split(separator: "\n")
-                .first { $0.contains("repository=endless/app") }
-        }
-        let logLine = try #require(line, "no log line for the aborted request")
+        let logLine = try #require(try await proxy.logLine(containing: "repository=endless/app"), "no log line for the aborted request")
         let passed = logLine.split(separator: " ").first { $0.hasPrefix("bytes_out=") }
             .flatMap { Int($0.dropFirst("bytes_out=".count)) } ?? Int.max
         #expect(passed < received + (32 << 20), "the proxy passed \(passed) bytes, the client took \(received)")
@@ -164,13 +158,8 @@ struct ProxyStreamingTests {
         _ = try? runCommand("/usr/bin/curl", [
             "-s", "-X", method, "--max-time", "0.1", "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1",
         ])
-        var line: Substring?
-        for _ in 0..<50 where line == nil {
-            try await Task.sleep(for: .milliseconds(100))
-            line = try String(contentsOf: proxy.logFile, encoding: .utf8).split(separator: "\n")
-                .first { $0.contains("repository=slow/app") }
-        }
-        let logLine = try #require(line, "no log line for the abandoned request")
+        let logLine = try #require(try await proxy.logLine(containing: "repository=slow/app", attempts: 50),
+                                   "no log line for the abandoned request")
         #expect(logLine.split(separator: " ").contains("status=499"), "\(logLine)")
         #expect(logLine.split(separator: " ").contains("method=\(method)"), "\(logLine)")
         let after = try Curl.request(method, "\(base)/plain/app/manifests/v1", token: proxy.token())

@@ -78,6 +78,18 @@ public final class ProxyProcess: Sendable {
             .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
     }
 
+    /// The first line of the proxy's log that contains `text`, waiting up to `attempts` tenths of
+    /// a second for it (the proxy writes a request's line when its response ends).
+    public func logLine(containing text: String, attempts: Int = 100) async throws -> Substring? {
+        for _ in 0..<attempts {
+            try await Task.sleep(for: .milliseconds(100))
+            if let line = try String(contentsOf: logFile, encoding: .utf8).split(separator: "\n").first(where: { $0.contains(text) }) {
+                return line
+            }
+        }
+        return nil
+    }
+
     /// The proxy's process id, to send it signals.
     public var processIdentifier: Int32 { process.processIdentifier }
 
