@@ -45,6 +45,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let reads: BlobFetcher
         /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
         let passRedirects: Bool
+        /// Set once the upstream answered a blob `GET` with a redirect to follow (registries on
+        /// object storage do for every blob): such `GET`s then go straight to the responder,
+        /// which follows redirects, instead of being sent twice.
+        let redirectsBlobs = Flag()
 
         /// The upstream could not be reached or answered nonsense.
         func unavailable(_ reason: String) -> RegistryErrorResponse {
@@ -88,8 +92,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     }
 
     /// The HTTP/1.1 server for this proxy: ``http1Server`` plus a channel handler, right after
-    /// NIO's HTTP/1 decoder, that answers `HEAD` of manifests and blobs and `GET` of manifests on
-    /// the event loop when all it needs is at hand (a third to two fifths less CPU per request;
+    /// NIO's HTTP/1 decoder, that answers `HEAD` and `GET` of manifests and blobs on the event
+    /// loop when all it needs is at hand (a third to two fifths less CPU per request;
     /// Performance.md). What it cannot finish goes on to Hummingbird and ``respond(to:context:)``.
     public var server: HTTPServerBuilder {
         let proxy = self
@@ -469,6 +473,15 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         default: RegistryErrorResponse(.badRequest, "NAME_INVALID", error.reason)
         }
     }
+}
+
+/// A flag that, once set, stays set; readable from any thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .relaxed) }
+
+    func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// One log line per request, written when the response body is done.

@@ -18,7 +18,9 @@ public final class StubUpstream: Sendable {
     /// `http://127.0.0.1:PORT`: the connector's address.
     public var url: String { "http://127.0.0.1:\(port)" }
     /// The `Authorization` headers the storage route received, in order (`nil`: none).
-    public var storageAuthorizations: [String?] { seen.withLock { $0 } }
+    public var storageAuthorizations: [String?] { seen.withLock { $0.filter { !($0?.hasPrefix("redirect ") ?? false) } } }
+    /// How many requests the redirecting blob route answered.
+    public var redirectsAnswered: Int { seen.withLock { $0.filter { $0?.hasPrefix("redirect ") ?? false }.count } }
     /// What the endless route has written so far, and whether its writing has ended (the
     /// connection it wrote to went away).
     public var endlessStream: (written: Int, ended: Bool) { stream.withLock { $0 } }
@@ -35,6 +37,7 @@ public final class StubUpstream: Sendable {
         }
         // Another origin: "localhost" is not the connector's "127.0.0.1".
         let redirect = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
+            seen.withLock { $0.append("redirect \(request.method)") }
             let port = request.head.authority?.split(separator: ":").last ?? ""
             return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/blob?sig=1"])
         }
