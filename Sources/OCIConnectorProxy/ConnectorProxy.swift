@@ -88,7 +88,12 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// The HTTP/1.1 server the proxy runs on: Hummingbird's, plus ``ExpectContinueHandler`` and
     /// ``ReceiveBufferHandler``.
     public static var http1Server: HTTPServerBuilder {
-        .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler(), ReceiveBufferHandler()]))
+        .http1(configuration: http1Configuration)
+    }
+
+    /// Hummingbird's HTTP/1 settings with the proxy's handlers, for both servers.
+    private static var http1Configuration: HTTP1Channel.Configuration {
+        .init(additionalChannelHandlers: [ExpectContinueHandler(), ReceiveBufferHandler()])
     }
 
     /// The HTTP/1.1 server for this proxy: ``http1Server`` plus a channel handler, right after
@@ -98,9 +103,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     public var server: HTTPServerBuilder {
         let proxy = self
         return HTTPServerBuilder { responder in
-            ServerChannel(base: HTTP1Channel(responder: responder, configuration: .init(additionalChannelHandlers: [
-                ExpectContinueHandler(), ReceiveBufferHandler(),
-            ])), proxy: proxy)
+            ServerChannel(base: HTTP1Channel(responder: responder, configuration: Self.http1Configuration), proxy: proxy)
         }
     }
 
