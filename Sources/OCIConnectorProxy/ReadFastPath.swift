@@ -14,13 +14,14 @@ import OCIReference
 /// `HEAD` and `GET` of a manifest are what container runtimes send most ("what digest is this tag
 /// now?", then the manifest itself), and through the responder each cost three to four times
 /// nginx's CPU (Performance.md); a blob relayed here costs a sixth less CPU per GiB, with no task
-/// switch per buffer. Here a read is served only when everything it needs is at hand
-/// without waiting: a remembered valid proxy token that allows pulling, and an upstream
-/// `Authorization` that needs no token request. The upstream's answer is relayed unless it is a
-/// 401 (the token must be renewed), a redirect to follow, or a `HEAD` answer without a length;
-/// then the request is handed to the responder, which does all of that. A read changes nothing
-/// upstream, so sending it twice is harmless; an upstream that redirects a blob `GET` (to object
-/// storage) has its later blob `GET`s sent to the responder directly.
+/// switch per buffer. A read is served here when its proxy token is valid and allows pulling.
+/// When the upstream's `Authorization` is not at hand (a connector's first read, or a token to
+/// fetch or renew for the read's scope), the read waits for it here, without holding a thread,
+/// and answers as the responder would if it cannot be had. The upstream's answer is relayed
+/// unless it is a 401 (the token must be renewed), a redirect to follow, or a `HEAD` answer
+/// without a length; then the request is handed to the responder, which does all of that. A
+/// read changes nothing upstream, so sending it twice is harmless; an upstream that redirects a
+/// blob `GET` (to object storage) has its later blob `GET`s sent to the responder directly.
 ///
 /// A body is written to the client as it is read from the upstream connection, which is on the
 /// same event loop; when the client's connection stops being writable, reading the upstream
@@ -42,10 +43,19 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let isBlob: Bool
         let upstream: ConnectorProxy.Upstream
         let target: String
+        /// The client's headers that go upstream, without the upstream's `Authorization`.
         let headers: HTTPHeaders
+        let authorization: UpstreamAuthorization
         let host: String
         let prefix: String
         let log: RequestLog
+    }
+
+    /// The upstream's `Authorization` for a read: at hand, or to be asked for (a token request,
+    /// or finding out how the upstream authenticates) for these scopes.
+    enum UpstreamAuthorization {
+        case ready(UpstreamClient.Authorization)
+        case pending(ScopeSet)
     }
 
     private enum Exchange {
@@ -183,7 +193,40 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Serving
 
     private func serve(_ plan: Plan, context: ChannelHandlerContext) {
-        plan.upstream.reads.startRelay(plan.method, plan.target, headers: plan.headers, on: context.eventLoop)
+        switch plan.authorization {
+        case .ready(let authorization):
+            send(plan, authorization, context: context)
+        case .pending(let scopes):
+            // Concurrent first reads of a scope share one token request (the token cache's), and
+            // each goes on here once it has the token, as reads with the token at hand do.
+            let client = plan.upstream.client
+            context.eventLoop.makeFutureWithTask { try await client.authorization(for: scopes) }
+                .assumeIsolated()
+                .whenComplete { [self] result in
+                    guard case .serving = exchange else { return }
+                    guard context.channel.isActive else {
+                        plan.log.finish(status: 499, detail: "the client closed the connection")
+                        return
+                    }
+                    switch result {
+                    case .success(let authorization):
+                        send(plan, authorization, context: context)
+                    case .failure(let error):
+                        // What the responder answers when it cannot get the upstream's
+                        // authorization; handing the request on would ask for it a second time.
+                        let reason = (error as? AuthError)?.reason ?? "\(error)"
+                        answer(plan.upstream.unavailable(reason), plan: plan, context: context)
+                    }
+                }
+        }
+    }
+
+    /// Sends the read upstream with `authorization` and relays the answer, or hands the request
+    /// on when the answer needs the responder.
+    private func send(_ plan: Plan, _ authorization: UpstreamClient.Authorization, context: ChannelHandlerContext) {
+        var upstreamHeaders = plan.headers
+        authorization.apply(to: &upstreamHeaders)
+        plan.upstream.reads.startRelay(plan.method, plan.target, headers: upstreamHeaders, on: context.eventLoop)
             .assumeIsolated()
             .whenComplete { [self] result in
                 guard case .serving(let request) = exchange else {
@@ -217,6 +260,21 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 relaying = Relaying(body: response.body, status: Int(status.code), log: plan.log)
                 response.body.relay(to: self)
             }
+    }
+
+    /// Answers with a registry error (its JSON body left out for `HEAD`).
+    private func answer(_ error: RegistryErrorResponse, plan: Plan, context: ChannelHandlerContext) {
+        let body = ByteBuffer(string: error.json)
+        var headers = HTTPHeaders()
+        for field in error.responseHeaders { headers.add(name: field.name.rawName, value: field.value) }
+        headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(
+            version: .http1_1, status: .init(statusCode: Int(error.status.code)), headers: headers))), promise: nil)
+        if plan.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        writeEnd(context: context)
+        plan.log.finish(status: Int(error.status.code), detail: error.code)
+        responseEnded = true
+        finishIfDone(context: context)
     }
 
     /// Gives the request to the responder, as if it had just arrived.
@@ -286,6 +344,14 @@ extension ReadFastPath: BlobBodySink {
             context.close(promise: nil)
             return
         }
+        writeEnd(context: context)
+        relaying.log.finish(status: relaying.status)
+        responseEnded = true
+        finishIfDone(context: context)
+    }
+
+    /// Writes the end of a response; while a quiesce event is held, it waits for that write.
+    fileprivate func writeEnd(context: ChannelHandlerContext) {
         if heldQuiesce != nil {
             let written = context.eventLoop.makePromise(of: Void.self)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
@@ -293,9 +359,6 @@ extension ReadFastPath: BlobBodySink {
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
-        relaying.log.finish(status: relaying.status)
-        responseEnded = true
-        finishIfDone(context: context)
     }
 }
 
@@ -320,8 +383,8 @@ private final class Discard: BlobBodySink {
 
 extension ConnectorProxy {
     /// The plan for serving `request` on the event loop, or `nil` when the responder must: it is
-    /// not a plain `HEAD` of a manifest or blob or `GET` of a manifest, its token is missing or not
-    /// allowed, or the upstream's `Authorization` is not at hand without waiting.
+    /// not a plain `HEAD` or `GET` of a manifest or blob, its token is missing or not allowed, or
+    /// it is a blob `GET` from an upstream that redirects them.
     func readPlan(for request: HTTPRequestHead) -> ReadFastPath.Plan? {
         guard request.method == .HEAD || request.method == .GET,
               // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
@@ -341,17 +404,17 @@ extension ConnectorProxy {
         // An upstream that redirects blob GETs to storage gets them from the responder, which
         // follows redirects: answering here would only send each of them twice.
         if case .blob = endpoint, request.method == .GET, upstream.redirectsBlobs.isSet { return nil }
-        guard let authorization = upstream.client.readyAuthorization(
-            for: ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil)) else { return nil }
-        var headers = Self.forwardableHeaders(request.headers)
-        authorization.apply(to: &headers)
+        let scopes = { ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil) }
+        let authorization: ReadFastPath.UpstreamAuthorization = upstream.client.readyAuthorization(for: scopes()).map { .ready($0) }
+            ?? .pending(scopes())
+        let headers = Self.forwardableHeaders(request.headers)
         let log = RequestLog(logger: logger, method: request.method.rawValue)
         log.connector = connector.description
         log.repository = repository
         log.endpoint = endpoint.path
         let isBlob = if case .blob = endpoint { true } else { false }
         return ReadFastPath.Plan(method: request.method, isBlob: isBlob, upstream: upstream, target: Self.upstreamPath(destination.route),
-                                 headers: headers, host: host, prefix: destination.prefix, log: log)
+                                 headers: headers, authorization: authorization, host: host, prefix: destination.prefix, log: log)
     }
 
     /// Adds ``ReadFastPath`` to a channel that Hummingbird's HTTP/1 server set up, right after

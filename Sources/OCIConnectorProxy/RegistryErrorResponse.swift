@@ -22,11 +22,20 @@ public struct RegistryErrorResponse: Error, Sendable {
 
     /// The response to send.
     public var response: Response {
+        Response(status: status, headers: responseHeaders, body: .init(byteBuffer: ByteBuffer(string: json)))
+    }
+
+    /// The response's headers: ``headers`` plus the content type and the distribution API version.
+    var responseHeaders: HTTPFields {
         var headers = self.headers
         headers[.contentType] = "application/json"
         headers[HTTPField.Name("Docker-Distribution-API-Version")!] = "registry/2.0"
-        let body = #"{"errors":[{"code":"\#(code)","message":"\#(Self.escape(message))"}]}"#
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body + "\n")))
+        return headers
+    }
+
+    /// The response's body, in the distribution error format.
+    var json: String {
+        #"{"errors":[{"code":"\#(code)","message":"\#(Self.escape(message))"}]}"# + "\n"
     }
 
     static func escape(_ text: String) -> String {

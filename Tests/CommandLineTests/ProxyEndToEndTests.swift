@@ -137,6 +137,54 @@ struct ProxyEndToEndTests {
         #expect(issuer.counts.total == before, "a refused request reached the token server")
     }
 
+    /// A read whose upstream cannot be reached gets a 502 in the registry's error format from
+    /// either path that answers reads (the event loop for a plain keep-alive request, the
+    /// responder for one with a `Connection` header), with no credential in it or in the log.
+    @Test func anUnreachableUpstreamIsAnErrorInTheRegistrysFormat() async throws {
+        let closed = try Loopback.freePort()
+        let yaml = ConnectorYAML.connector(name: "down", address: "http://127.0.0.1:\(closed)", username: "robot$ci", password: "s3cret-robot")
+        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
+        defer { proxy.stop() }
+        let directory = try Loopback.temporaryDirectory("down")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/down/e2e/app"
+        let blob = "blobs/sha256:" + String(repeating: "0", count: 64)
+        let token = try proxy.token(connector: "team-a/down")
+        let cases = ["GET", "HEAD"].flatMap { method in
+            ["manifests/v1", blob].flatMap { path in [(method, path, false), (method, path, true)] }
+        }
+        // All at once, from one curl: the upstream client gives up on a refused connection only
+        // after its connect timeout (10 s).
+        var arguments = ["--parallel", "--parallel-immediate"]
+        for (index, (method, path, viaResponder)) in cases.enumerated() {
+            if index > 0 { arguments.append("--next") }
+            arguments += ["-s", "-u", "w:\(token)", "-D", "\(directory.path)/head-\(index)", "-o", "\(directory.path)/body-\(index)"]
+            arguments += method == "HEAD" ? ["-I"] : []
+            arguments += viaResponder ? ["-H", "Connection: keep-alive"] : []
+            arguments.append("\(base)/\(path)")
+        }
+        _ = try runCommand("/usr/bin/curl", arguments)
+        for (index, (method, path, viaResponder)) in cases.enumerated() {
+            let label = "\(method) \(path)\(viaResponder ? " with Connection" : "")"
+            let head = (try? String(contentsOf: directory.appendingPathComponent("head-\(index)"), encoding: .utf8)) ?? ""
+            let body = (try? String(contentsOf: directory.appendingPathComponent("body-\(index)"), encoding: .utf8)) ?? ""
+            #expect(head.hasPrefix("HTTP/1.1 502"), "\(label): \(head)")
+            #expect(head.lowercased().contains("content-type: application/json"), "\(label): \(head)")
+            if method == "GET" {
+                #expect(body.contains(#""code":"UNAVAILABLE""#), "\(label): \(body)")
+                #expect(body.contains("127.0.0.1:\(closed)"), "\(label): \(body)")
+            } else {
+                #expect(body == head, "\(label): \(body)")  // curl -I writes the headers as the output, and no body
+            }
+            #expect(!head.contains("s3cret-robot") && !body.contains("s3cret-robot"))
+        }
+        // The proxy goes on: its own endpoint answers, and the log names no secret.
+        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: token).status == 200)
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.components(separatedBy: "status=502").count - 1 == cases.count, "\(log.suffix(1200))")
+        #expect(!log.contains("s3cret-robot"))
+    }
+
     func otherSigner(_ proxy: ProxyProcess) throws -> String {
         let directory = try Loopback.temporaryDirectory("other-keys")
         try runCommand(proxy.binDirectory.appendingPathComponent("oci-connector-config").path,

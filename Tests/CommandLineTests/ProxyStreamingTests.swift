@@ -20,9 +20,8 @@ struct ProxyStreamingTests {
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
         let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)"
-        // The first GET finds out how the upstream authenticates; the second is answered on the
-        // event loop, which hands the redirect on to be followed and remembers that this upstream
-        // redirects blobs; the third goes to the responder at once.
+        // The first GET is answered on the event loop, which hands the redirect on to be followed
+        // and remembers that this upstream redirects blobs; the others go to the responder at once.
         for _ in 0..<3 {
             let response = try Curl.request("GET", url, token: proxy.token())
             #expect(response.status == 200)
@@ -38,8 +37,7 @@ struct ProxyStreamingTests {
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
         let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)"
-        // The first HEAD finds out how the upstream authenticates; the second is answered on the
-        // event loop, which hands the redirect on to be followed.
+        // Each HEAD is answered on the event loop, which hands the redirect on to be followed.
         for _ in 0..<2 {
             let response = try Curl.request("HEAD", url, token: proxy.token())
             #expect(response.status == 200)
@@ -88,19 +86,17 @@ struct ProxyStreamingTests {
         #expect(stub.storageAuthorizations.isEmpty)
     }
 
-    /// A fresh proxy's first read goes through the responder (it finds out how the upstream
-    /// authenticates); later reads of blobs and manifests are answered on the event loop. Both
-    /// must behave the same.
+    /// Plain keep-alive reads of blobs and manifests are answered on the event loop (a fresh
+    /// proxy's first one after finding out how the upstream authenticates); a read with a
+    /// `Connection` header goes through the responder. Both must behave the same.
     static let reads: [(path: String, onEventLoop: Bool)] = [
         ("blobs/\(digest)", false), ("blobs/\(digest)", true), ("manifests/v1", true),
     ]
 
-    /// A first read, so that the proxy knows how the upstream authenticates and later reads take
-    /// the event-loop path.
-    static func warmUp(_ proxy: ProxyProcess) throws {
-        let response = try Curl.request(
-            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/plain/app/manifests/v1", token: proxy.token())
-        #expect(response.status == 200)
+    /// curl's arguments that send a read to the responder when it is not to be answered on the
+    /// event loop.
+    static func pathArguments(onEventLoop: Bool) -> [String] {
+        onEventLoop ? [] : ["-H", "Connection: keep-alive"]
     }
 
     @Test(arguments: reads) func anUpstreamFailureMidBodyIsNotACleanResponse(path: String, onEventLoop: Bool) async throws {
@@ -108,12 +104,11 @@ struct ProxyStreamingTests {
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        if onEventLoop { try Self.warmUp(proxy) }
         let directory = try Loopback.temporaryDirectory("broken")
         defer { try? FileManager.default.removeItem(at: directory) }
         // curl fails (exit 18, partial transfer) instead of reporting a complete body.
         #expect(throws: (any Error).self) {
-            try runCommand("/usr/bin/curl", [
+            try runCommand("/usr/bin/curl", Self.pathArguments(onEventLoop: onEventLoop) + [
                 "-sf", "-u", "w:\(try proxy.token())", "-o", directory.appendingPathComponent("blob").path,
                 "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/broken/app/\(path)",
             ])
@@ -127,11 +122,10 @@ struct ProxyStreamingTests {
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        if onEventLoop { try Self.warmUp(proxy) }
         // A client reading 2 MiB/s for 3 seconds, then hanging up.
         let directory = try Loopback.temporaryDirectory("slow")
         let output = directory.appendingPathComponent("partial")
-        _ = try? runCommand("/usr/bin/curl", [
+        _ = try? runCommand("/usr/bin/curl", Self.pathArguments(onEventLoop: onEventLoop) + [
             "-s", "--limit-rate", "2M", "--max-time", "3", "-u", "w:\(try proxy.token())", "-o", output.path,
             "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/endless/app/\(path)",
         ])
@@ -162,7 +156,6 @@ struct ProxyStreamingTests {
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        try Self.warmUp(proxy)
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
         _ = try? runCommand("/usr/bin/curl", [
             "-s", "-X", method, "--max-time", "0.1", "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1",
@@ -186,11 +179,10 @@ struct ProxyStreamingTests {
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        if onEventLoop { try Self.warmUp(proxy) }
         // The upstream answers after 300 ms; the proxy is told to stop 100 ms in.
         let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow/app/\(path)"
         let output = try runCommand("/bin/sh", ["-c", """
-            curl -s \(method == "HEAD" ? "-I" : "") -u w:\(try proxy.token()) -o /dev/null \
+            curl -s \(method == "HEAD" ? "-I" : "") \(onEventLoop ? "" : "-H 'Connection: keep-alive'") -u w:\(try proxy.token()) -o /dev/null \
                 -w '%{http_code} %{size_download}' '\(url)' & sleep 0.1; kill -TERM \(proxy.processIdentifier); wait $!
             """])
         let expectedSize = method == "GET" ? stub.blob.count : 0
