@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -175,7 +176,16 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = unwrapOutboundIn(data), case .passed = exchange {
             responseEnded = true
-            context.write(data, promise: promise)
+            if heldQuiesce != nil {
+                // The responder flushes after its end: the held event must wait for that write,
+                // or the connection closes with the whole response unsent.
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.cascade(to: promise)
+                context.write(data, promise: written)
+                endWritten = written.futureResult
+            } else {
+                context.write(data, promise: promise)
+            }
             finishIfDone(context: context)
             return
         }
@@ -268,6 +278,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         var headers = HTTPHeaders()
         for field in error.responseHeaders { headers.add(name: field.name.rawName, value: field.value) }
         headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+        headers.add(name: "Date", value: Self.httpDate(Date()))
         context.write(wrapOutboundOut(.head(HTTPResponseHead(
             version: .http1_1, status: .init(statusCode: Int(error.status.code)), headers: headers))), promise: nil)
         if plan.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
@@ -275,6 +286,15 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         plan.log.finish(status: Int(error.status.code), detail: error.code)
         responseEnded = true
         finishIfDone(context: context)
+    }
+
+    /// `date` as HTTP writes it (IMF-fixdate), as Hummingbird dates the responder's answers.
+    static func httpDate(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
     }
 
     /// Gives the request to the responder, as if it had just arrived.

@@ -170,6 +170,7 @@ struct ProxyEndToEndTests {
             let body = (try? String(contentsOf: directory.appendingPathComponent("body-\(index)"), encoding: .utf8)) ?? ""
             #expect(head.hasPrefix("HTTP/1.1 502"), "\(label): \(head)")
             #expect(head.lowercased().contains("content-type: application/json"), "\(label): \(head)")
+            #expect(head.lowercased().contains("\r\ndate: "), "\(label): \(head)")
             if method == "GET" {
                 #expect(body.contains(#""code":"UNAVAILABLE""#), "\(label): \(body)")
                 #expect(body.contains("127.0.0.1:\(closed)"), "\(label): \(body)")

@@ -191,6 +191,25 @@ struct ProxyStreamingTests {
         #expect(!proxy.isRunning, "the proxy did not stop after its last response")
     }
 
+    /// SIGTERM while a read waits on the event loop for an answer it then hands to the responder
+    /// (a redirect to follow): the responder's answer is still sent whole before the connection
+    /// closes. A `HEAD` answer is written in one batch, flushed after its end.
+    @Test(arguments: ["GET", "HEAD"]) func aReadHandedOnUnderWayFinishesOnSIGTERM(method: String) async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        // The upstream redirects after 300 ms; the proxy is told to stop 100 ms in.
+        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow-redirect/app/blobs/\(Self.digest)"
+        let output = try runCommand("/bin/sh", ["-c", """
+            curl -s \(method == "HEAD" ? "-I" : "") -u w:\(try proxy.token()) -o /dev/null -w '%{http_code} %{size_download}' \
+                '\(url)' & sleep 0.1; kill -TERM \(proxy.processIdentifier); wait $!
+            """])
+        #expect(output == "200 \(method == "HEAD" ? 0 : stub.blob.count)", "\(output)")
+        for _ in 0..<50 where proxy.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!proxy.isRunning, "the proxy did not stop after its last response")
+    }
+
     /// A big blob pushed monolithically and in chunks and pulled back with its digest checked,
     /// while the proxy's memory stays bounded. `OCI_CONNECTOR_BIG_BLOB_MIB` sets the size
     /// (1024 by default).

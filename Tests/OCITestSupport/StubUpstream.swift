@@ -43,6 +43,13 @@ public final class StubUpstream: Sendable {
         }
         router.get("v2/redirect/app/blobs/:digest", use: redirect)
         router.head("v2/redirect/app/blobs/:digest", use: redirect)
+        // The same redirect after a pause.
+        let slowRedirect = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
+            try await Task.sleep(for: .milliseconds(300))
+            return redirect(request, context)
+        }
+        router.get("v2/slow-redirect/app/blobs/:digest", use: slowRedirect)
+        router.head("v2/slow-redirect/app/blobs/:digest", use: slowRedirect)
         let blobHead: HTTPFields = [.contentType: "application/octet-stream", .contentLength: "\(blob.count)"]
         router.head("storage/blob") { request, _ -> Response in
             seen.withLock { $0.append(request.headers[.authorization]) }
