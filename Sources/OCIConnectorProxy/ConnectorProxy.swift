@@ -45,10 +45,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let reads: BlobFetcher
         /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
         let passRedirects: Bool
-        /// Set once the upstream answered a blob `GET` with a redirect to follow (registries on
-        /// object storage do for every blob): such `GET`s then go straight to the responder,
-        /// which follows redirects, instead of being sent twice.
-        let redirectsBlobs = Flag()
+        /// Fetchers for the origins the upstream redirects reads to (registries on object
+        /// storage do for every blob).
+        let storage: StorageFetchers
 
         /// The upstream could not be reached or answered nonsense.
         func unavailable(_ reason: String) -> RegistryErrorResponse {
@@ -77,7 +76,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             upstreams[id] = Upstream(
                 client: UpstreamClient(connector: connector, httpClient: http, tokens: tokens, timeout: .seconds(30)),
                 http: http, reads: try Self.blobFetcher(for: connector),
-                passRedirects: connector.parameters["redirects"]?.lowercased() == "pass")
+                passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
+                storage: StorageFetchers(tls: try UpstreamHTTPClient.tlsConfiguration(for: connector)))
         }
         self.upstreams = upstreams
         self.authenticator = ClientAuthenticator(verifier: verifier)
@@ -112,6 +112,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         for upstream in upstreams.values {
             try? await upstream.http.shutdown()
             await upstream.reads.shutdown()
+            await upstream.storage.shutdown()
         }
     }
 
@@ -476,15 +477,6 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         default: RegistryErrorResponse(.badRequest, "NAME_INVALID", error.reason)
         }
     }
-}
-
-/// A flag that, once set, stays set; readable from any thread.
-final class Flag: Sendable {
-    private let value = Atomic<Bool>(false)
-
-    var isSet: Bool { value.load(ordering: .relaxed) }
-
-    func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// One log line per request, written when the response body is done.

@@ -18,11 +18,12 @@ import OCIReference
 /// switch per buffer. A read is served here when its proxy token is valid and allows pulling.
 /// When the upstream's `Authorization` is not at hand (a connector's first read, or a token to
 /// fetch or renew for the read's scope), the read waits for it here, without holding a thread,
-/// and answers as the responder would if it cannot be had. The upstream's answer is relayed
-/// unless it is a 401 (the token must be renewed), a redirect to follow, or a `HEAD` answer
-/// without a length; then the request is handed to the responder, which does all of that. A
-/// read changes nothing upstream, so sending it twice is harmless; an upstream that redirects a
-/// blob `GET` (to object storage) has its later blob `GET`s sent to the responder directly.
+/// and answers as the responder would if it cannot be had. A redirect to another origin
+/// (object storage, where registries keep blobs) is followed here too, without credentials, on
+/// a ``StorageFetchers`` connection. The upstream's answer is relayed unless it is a 401 (the
+/// token must be renewed), a redirect back to the upstream's origin or a second one, or a
+/// `HEAD` answer without a length; then the request is handed to the responder, which does all
+/// of that. A read changes nothing upstream, so sending it twice is harmless.
 ///
 /// A body is written to the client as it is read from the upstream connection, which is on the
 /// same event loop; when the client's connection stops being writable, reading the upstream
@@ -41,7 +42,6 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// What a read served here needs.
     struct Plan {
         let method: NIOHTTP1.HTTPMethod
-        let isBlob: Bool
         let upstream: ConnectorProxy.Upstream
         let target: String
         /// The client's headers that go upstream, without the upstream's `Authorization`.
@@ -239,37 +239,57 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         plan.upstream.reads.startRelay(plan.method, plan.target, headers: upstreamHeaders, on: context.eventLoop)
             .assumeIsolated()
             .whenComplete { [self] result in
-                guard case .serving(let request) = exchange else {
-                    if case .success(let response) = result { response.body.drop() }
-                    return
-                }
-                guard context.channel.isActive else {
-                    if case .success(let response) = result { response.body.drop() }
-                    plan.log.finish(status: 499, detail: "the client closed the connection")
-                    return
-                }
-                guard case .success(let response) = result else {
-                    handOn(request, context: context)
-                    return
-                }
-                let status = response.head.status
-                let length = response.head.headers.first(name: "Content-Length")
-                let redirect = (300..<400).contains(status.code) && !plan.upstream.passRedirects
-                guard status != .unauthorized, !redirect, length != nil || plan.method != .HEAD else {
-                    if redirect, plan.method == .GET, plan.isBlob { plan.upstream.redirectsBlobs.set() }
-                    response.body.relay(to: Discard(body: response.body))
-                    handOn(request, context: context)
-                    return
-                }
-                var headers = HTTPHeaders()
-                ConnectorProxy.forEachClientHeader(response.head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream) {
-                    headers.add(name: $0, value: $1)
-                }
-                if let length { headers.add(name: "Content-Length", value: length) }
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-                relaying = Relaying(body: response.body, status: Int(status.code), log: plan.log)
-                response.body.relay(to: self)
+                relayAnswer(result, plan: plan, fromStorage: false, context: context)
             }
+    }
+
+    /// Relays the upstream's (or, after a redirect, the storage's) answer to the client; follows
+    /// the upstream's redirect to another origin here, and hands the request on for whatever
+    /// else needs the responder.
+    private func relayAnswer(_ result: Result<RelayedResponse, any Error>, plan: Plan, fromStorage: Bool, context: ChannelHandlerContext) {
+        guard case .serving(let request) = exchange else {
+            if case .success(let response) = result { response.body.drop() }
+            return
+        }
+        guard context.channel.isActive else {
+            if case .success(let response) = result { response.body.drop() }
+            plan.log.finish(status: 499, detail: "the client closed the connection")
+            return
+        }
+        guard case .success(let response) = result else {
+            handOn(request, context: context)
+            return
+        }
+        let status = response.head.status
+        let length = response.head.headers.first(name: "Content-Length")
+        let redirect = (300..<400).contains(status.code) && !plan.upstream.passRedirects
+        // Object storage: the signed URL is the authorization, so the read goes there
+        // without credentials, from here. Redirects back to the upstream's own origin (they
+        // carry its credentials) and further redirects are the responder's.
+        if redirect, !fromStorage, let location = response.head.headers.first(name: "Location"),
+           !location.hasPrefix(plan.upstream.client.connector.address.baseURL + "/"),
+           let (storage, target) = plan.upstream.storage.fetcher(for: location) {
+            response.body.relay(to: Discard(body: response.body))
+            storage.startRelay(plan.method, target, headers: plan.headers, on: context.eventLoop)
+                .assumeIsolated()
+                .whenComplete { [self] result in
+                    relayAnswer(result, plan: plan, fromStorage: true, context: context)
+                }
+            return
+        }
+        guard status != .unauthorized || fromStorage, !redirect, length != nil || plan.method != .HEAD else {
+            response.body.relay(to: Discard(body: response.body))
+            handOn(request, context: context)
+            return
+        }
+        var headers = HTTPHeaders()
+        ConnectorProxy.forEachClientHeader(response.head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream) {
+            headers.add(name: $0, value: $1)
+        }
+        if let length { headers.add(name: "Content-Length", value: length) }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        relaying = Relaying(body: response.body, status: Int(status.code), log: plan.log)
+        response.body.relay(to: self)
     }
 
     /// Answers with a registry error (its JSON body left out for `HEAD`).
@@ -403,8 +423,7 @@ private final class Discard: BlobBodySink {
 
 extension ConnectorProxy {
     /// The plan for serving `request` on the event loop, or `nil` when the responder must: it is
-    /// not a plain `HEAD` or `GET` of a manifest or blob, its token is missing or not allowed, or
-    /// it is a blob `GET` from an upstream that redirects them.
+    /// not a plain `HEAD` or `GET` of a manifest or blob, or its token is missing or not allowed.
     func readPlan(for request: HTTPRequestHead) -> ReadFastPath.Plan? {
         guard request.method == .HEAD || request.method == .GET,
               // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
@@ -421,9 +440,6 @@ extension ConnectorProxy {
         guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
               claims.allows(connector: connector.description, action: "pull", repository: repository),
               let upstream = upstreams[connector] else { return nil }
-        // An upstream that redirects blob GETs to storage gets them from the responder, which
-        // follows redirects: answering here would only send each of them twice.
-        if case .blob = endpoint, request.method == .GET, upstream.redirectsBlobs.isSet { return nil }
         let scopes = { ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil) }
         let authorization: ReadFastPath.UpstreamAuthorization = upstream.client.readyAuthorization(for: scopes()).map { .ready($0) }
             ?? .pending(scopes())
@@ -432,8 +448,7 @@ extension ConnectorProxy {
         log.connector = connector.description
         log.repository = repository
         log.endpoint = endpoint.path
-        let isBlob = if case .blob = endpoint { true } else { false }
-        return ReadFastPath.Plan(method: request.method, isBlob: isBlob, upstream: upstream, target: Self.upstreamPath(destination.route),
+        return ReadFastPath.Plan(method: request.method, upstream: upstream, target: Self.upstreamPath(destination.route),
                                  headers: headers, authorization: authorization, host: host, prefix: destination.prefix, log: log)
     }
 

@@ -43,10 +43,12 @@ public final class StubUpstream: Sendable {
         }
         router.get("v2/redirect/app/blobs/:digest", use: redirect)
         router.head("v2/redirect/app/blobs/:digest", use: redirect)
-        // The same redirect after a pause.
-        let slowRedirect = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
+        // A redirect to the same origin, after a pause: the proxy's responder follows it with
+        // the connector's credentials.
+        let slowRedirect = { @Sendable (request: Request, _: BasicRequestContext) async throws -> Response in
             try await Task.sleep(for: .milliseconds(300))
-            return redirect(request, context)
+            seen.withLock { $0.append("redirect \(request.method)") }
+            return Response(status: .temporaryRedirect, headers: [.location: "/storage/blob?sig=1"])
         }
         router.get("v2/slow-redirect/app/blobs/:digest", use: slowRedirect)
         router.head("v2/slow-redirect/app/blobs/:digest", use: slowRedirect)

@@ -1,0 +1,96 @@
+import NIOSSL
+import OCIBlobForwarder
+import Synchronization
+
+/// Blob fetchers for the origins an upstream redirects blob reads to (object storage: S3,
+/// GCS, a CDN), one per origin, so those reads are relayed on the event loop like the
+/// upstream's own instead of through the responder's general HTTP client (about four times
+/// the CPU per GiB; Performance.md).
+///
+/// Requests to these origins never carry the connector's credentials: the signed URL is the
+/// authorization. An upstream sends its blobs to a handful of origins; past ``maximumOrigins``
+/// a redirect goes to the responder.
+final class StorageFetchers: Sendable {
+    /// Distinct origins kept per upstream.
+    static let maximumOrigins = 8
+
+    private let tls: TLSConfiguration
+    private let fetchers = Mutex<[String: BlobFetcher]>([:])
+
+    /// Fetchers trusting what the connector's own client trusts (`tls`) for `https` origins.
+    init(tls: TLSConfiguration) {
+        self.tls = tls
+    }
+
+    /// The fetcher for `location`'s origin and the request target on it; `nil` for a location
+    /// this cannot take (not an absolute `http`/`https` URL, user information in it, or too many
+    /// origins already).
+    func fetcher(for location: String) -> (fetcher: BlobFetcher, target: String)? {
+        guard let target = StorageLocation(location) else { return nil }
+        return fetchers.withLock { fetchers -> (BlobFetcher, String)? in
+            if let fetcher = fetchers[target.origin] { return (fetcher, target.pathAndQuery) }
+            guard fetchers.count < Self.maximumOrigins,
+                  let fetcher = try? BlobFetcher(
+                      host: target.host, port: target.port, hostHeader: target.authority,
+                      configuration: .init(tls: target.isSecure ? tls : nil, idleConnections: 8))
+            else { return nil }
+            fetchers[target.origin] = fetcher
+            return (fetcher, target.pathAndQuery)
+        }
+    }
+
+    /// Closes every fetcher's connections.
+    func shutdown() async {
+        for fetcher in fetchers.withLock({ Array($0.values) }) {
+            await fetcher.shutdown()
+        }
+    }
+}
+
+/// An absolute `http` or `https` URL taken apart for a ``BlobFetcher``.
+struct StorageLocation: Equatable {
+    let isSecure: Bool
+    /// `host[:port]` as the URL writes it: the `Host` header.
+    let authority: String
+    /// The host to connect to (an IPv6 address without its brackets).
+    let host: String
+    let port: Int
+    let pathAndQuery: String
+
+    /// `scheme://authority` with the port made explicit: what connections are shared by.
+    var origin: String { "\(isSecure ? "https" : "http")://\(host):\(port)" }
+
+    init?(_ url: String) {
+        let lowercased = url.prefix(8).lowercased()
+        let secure: Bool
+        if lowercased.hasPrefix("https://") { secure = true } else if lowercased.hasPrefix("http://") { secure = false } else { return nil }
+        let rest = url.dropFirst(secure ? 8 : 7)
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        let authority = String(rest[..<authorityEnd])
+        var target = String(rest[authorityEnd...])
+        if let fragment = target.firstIndex(of: "#") { target = String(target[..<fragment]) }
+        if !target.hasPrefix("/") { target = "/" + target }
+        guard !authority.isEmpty, !authority.contains("@") else { return nil }
+        var host = Substring(authority)
+        var port = secure ? 443 : 80
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { return nil }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let parsed = Int(after.dropFirst()) else { return nil }
+                port = parsed
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            guard let parsed = Int(authority[authority.index(after: colon)...]) else { return nil }
+            host = authority[..<colon]
+            port = parsed
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+        self.isSecure = secure
+        self.authority = authority
+        self.host = String(host)
+        self.port = port
+        self.pathAndQuery = target
+    }
+}
