@@ -48,6 +48,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         /// Fetchers for the origins the upstream redirects reads to (registries on object
         /// storage do for every blob).
         let storage: StorageFetchers
+        /// Set once a blob read's redirect had to go to the responder (back to the upstream's
+        /// origin, a second redirect, or a location the event loop does not take): later blob
+        /// reads then go straight to the responder instead of being sent upstream twice.
+        let handsOnRedirects = Flag()
 
         /// The upstream could not be reached or answered nonsense.
         func unavailable(_ reason: String) -> RegistryErrorResponse {
@@ -364,6 +368,13 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
 
     /// One step of a redirect: with the connector's credentials on its own origin, without elsewhere.
     private func fetch(_ location: String, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
+        // The HTTP client also speaks `http+unix` and `unix`: an upstream must not be able to
+        // point the proxy at a socket on its own host. (The location itself may hold a
+        // signature, so it is not repeated.)
+        let scheme = location.prefix(8).lowercased()
+        guard location.hasPrefix("/") || scheme.hasPrefix("http://") || scheme.hasPrefix("https://") else {
+            throw AuthError(.unreachable, "the upstream redirected to a location that is not an http or https URL")
+        }
         var current = request
         current.url = location.hasPrefix("/") ? upstream.client.url(location) : location
         current.headers.remove(name: "Authorization")
@@ -477,6 +488,15 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         default: RegistryErrorResponse(.badRequest, "NAME_INVALID", error.reason)
         }
     }
+}
+
+/// A flag that, once set, stays set; readable from any thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+
+    var isSet: Bool { value.load(ordering: .relaxed) }
+
+    func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// One log line per request, written when the response body is done.

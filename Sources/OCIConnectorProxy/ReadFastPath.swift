@@ -23,7 +23,8 @@ import OCIReference
 /// a ``StorageFetchers`` connection. The upstream's answer is relayed unless it is a 401 (the
 /// token must be renewed), a redirect back to the upstream's origin or a second one, or a
 /// `HEAD` answer without a length; then the request is handed to the responder, which does all
-/// of that. A read changes nothing upstream, so sending it twice is harmless.
+/// of that. A read changes nothing upstream, so sending it twice is harmless; an upstream whose
+/// redirects had to be handed on has its later blob reads sent to the responder directly.
 ///
 /// A body is written to the client as it is read from the upstream connection, which is on the
 /// same event loop; when the client's connection stops being writable, reading the upstream
@@ -47,6 +48,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         /// The client's headers that go upstream, without the upstream's `Authorization`.
         let headers: HTTPHeaders
         let authorization: UpstreamAuthorization
+        let isBlob: Bool
         let host: String
         let prefix: String
         let log: RequestLog
@@ -278,6 +280,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         guard status != .unauthorized || fromStorage, !redirect, length != nil || plan.method != .HEAD else {
+            if redirect, plan.isBlob { plan.upstream.handsOnRedirects.set() }
             response.body.relay(to: Discard(body: response.body))
             handOn(request, context: context)
             return
@@ -423,7 +426,8 @@ private final class Discard: BlobBodySink {
 
 extension ConnectorProxy {
     /// The plan for serving `request` on the event loop, or `nil` when the responder must: it is
-    /// not a plain `HEAD` or `GET` of a manifest or blob, or its token is missing or not allowed.
+    /// not a plain `HEAD` or `GET` of a manifest or blob, its token is missing or not allowed, or
+    /// it is a blob read from an upstream whose redirects the responder has to follow.
     func readPlan(for request: HTTPRequestHead) -> ReadFastPath.Plan? {
         guard request.method == .HEAD || request.method == .GET,
               // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
@@ -440,6 +444,8 @@ extension ConnectorProxy {
         guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
               claims.allows(connector: connector.description, action: "pull", repository: repository),
               let upstream = upstreams[connector] else { return nil }
+        let isBlob = if case .blob = endpoint { true } else { false }
+        if isBlob, upstream.handsOnRedirects.isSet { return nil }
         let scopes = { ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil) }
         let authorization: ReadFastPath.UpstreamAuthorization = upstream.client.readyAuthorization(for: scopes()).map { .ready($0) }
             ?? .pending(scopes())
@@ -449,7 +455,7 @@ extension ConnectorProxy {
         log.repository = repository
         log.endpoint = endpoint.path
         return ReadFastPath.Plan(method: request.method, upstream: upstream, target: Self.upstreamPath(destination.route),
-                                 headers: headers, authorization: authorization, host: host, prefix: destination.prefix, log: log)
+                                 headers: headers, authorization: authorization, isBlob: isBlob, host: host, prefix: destination.prefix, log: log)
     }
 
     /// Adds ``ReadFastPath`` to a channel that Hummingbird's HTTP/1 server set up, right after

@@ -57,8 +57,9 @@ struct StorageLocation: Equatable {
     let port: Int
     let pathAndQuery: String
 
-    /// `scheme://authority` with the port made explicit: what connections are shared by.
-    var origin: String { "\(isSecure ? "https" : "http")://\(host):\(port)" }
+    /// `scheme://authority` as the URL writes it: what connections are shared by. Two spellings
+    /// of one origin get two fetchers, so that each request carries the `Host` it was signed for.
+    var origin: String { "\(isSecure ? "https" : "http")://\(authority)" }
 
     init?(_ url: String) {
         let lowercased = url.prefix(8).lowercased()
@@ -70,7 +71,10 @@ struct StorageLocation: Equatable {
         var target = String(rest[authorityEnd...])
         if let fragment = target.firstIndex(of: "#") { target = String(target[..<fragment]) }
         if !target.hasPrefix("/") { target = "/" + target }
-        guard !authority.isEmpty, !authority.contains("@") else { return nil }
+        // What goes on the request line as it is: printable ASCII only (a signed URL is already
+        // percent-encoded). Anything else is the responder's, whose client encodes it.
+        guard !authority.isEmpty, !authority.contains("@"),
+              target.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else { return nil }
         var host = Substring(authority)
         var port = secure ? 443 : 80
         if authority.hasPrefix("[") {
@@ -78,19 +82,29 @@ struct StorageLocation: Equatable {
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
             if !after.isEmpty {
-                guard after.hasPrefix(":"), let parsed = Int(after.dropFirst()) else { return nil }
+                guard after.hasPrefix(":"), let parsed = Self.port(after.dropFirst(), default: port) else { return nil }
                 port = parsed
             }
-        } else if let colon = authority.lastIndex(of: ":") {
-            guard let parsed = Int(authority[authority.index(after: colon)...]) else { return nil }
+        } else if let colon = authority.firstIndex(of: ":") {
+            guard let parsed = Self.port(authority[authority.index(after: colon)...], default: port) else { return nil }
             host = authority[..<colon]
             port = parsed
         }
+        guard host.utf8.allSatisfy({ $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":")
+                || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }),
+              authority.hasPrefix("[") || !host.contains(":") else { return nil }
         guard !host.isEmpty, (1...65535).contains(port) else { return nil }
         self.isSecure = secure
         self.authority = authority
         self.host = String(host)
         self.port = port
         self.pathAndQuery = target
+    }
+
+    /// A URL's port: digits only; empty means the scheme's default.
+    private static func port(_ text: Substring, default defaultPort: Int) -> Int? {
+        if text.isEmpty { return defaultPort }
+        guard text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+        return Int(text)
     }
 }

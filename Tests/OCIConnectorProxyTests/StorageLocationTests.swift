@@ -27,6 +27,9 @@ struct StorageLocationTests {
         .init(location: "https://[2001:db8::1]/x", secure: true, authority: "[2001:db8::1]", host: "2001:db8::1", port: 443, target: "/x"),
         .init(location: "https://storage.example?sig=1", secure: true, authority: "storage.example", host: "storage.example",
               port: 443, target: "/?sig=1"),
+        // An empty port is the scheme's default; the Host header keeps the spelling.
+        .init(location: "https://bucket.example:/x", secure: true, authority: "bucket.example:", host: "bucket.example",
+              port: 443, target: "/x"),
     ]
 
     @Test(arguments: valid) func takesApartWhatRegistriesSend(_ expected: Case) throws {
@@ -36,7 +39,7 @@ struct StorageLocationTests {
         #expect(location.host == expected.host)
         #expect(location.port == expected.port)
         #expect(location.pathAndQuery == expected.target)
-        #expect(location.origin == "\(expected.secure ? "https" : "http")://\(expected.host):\(expected.port)")
+        #expect(location.origin == "\(expected.secure ? "https" : "http")://\(expected.authority)")
     }
 
     @Test(arguments: [
@@ -47,6 +50,11 @@ struct StorageLocationTests {
         "https://storage.example:x/blob",
         "https://[::1/blob",
         "https:///blob",
+        "https://storage.example:+443/blob",
+        "https://::1/blob",                          // IPv6 without brackets
+        "https://b\u{FC}cket.example/blob",
+        "https://storage.example/a b",               // the responder's client encodes what this does not
+        "http+unix://%2Fvar%2Frun%2Fdocker.sock/info",
         "",
     ])
     func refusesWhatItCannotFetch(_ location: String) {
