@@ -1,5 +1,6 @@
 import NIOSSL
 import OCIBlobForwarder
+import OCIReference
 import Synchronization
 
 /// Blob fetchers for the origins an upstream redirects blob reads to (object storage: S3,
@@ -90,10 +91,9 @@ struct StorageLocation: Equatable {
             host = authority[..<colon]
             port = parsed
         }
-        guard host.utf8.allSatisfy({ $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ":")
-                || (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }),
-              authority.hasPrefix("[") || !host.contains(":") else { return nil }
-        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+        // The same host rule as a connector's own address.
+        guard !host.isEmpty, RegistryAddress.isValidHost(authority.hasPrefix("[") ? "[\(host)]" : String(host)),
+              (1...65535).contains(port) else { return nil }
         self.isSecure = secure
         self.authority = authority
         self.host = String(host)

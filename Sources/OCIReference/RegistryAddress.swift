@@ -109,7 +109,7 @@ public struct RegistryAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { baseURL }
 
-    static func isValidHost(_ host: String) -> Bool {
+    package static func isValidHost(_ host: String) -> Bool {
         var copy = host
         copy.makeContiguousUTF8()
         return copy.utf8.withContiguousStorageIfAvailable { bytes in
