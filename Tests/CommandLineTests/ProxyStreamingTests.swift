@@ -86,12 +86,45 @@ struct ProxyStreamingTests {
         #expect(stub.storageAuthorizations.isEmpty)
     }
 
+    /// An upstream cannot point the proxy at a Unix socket on its machine (a control socket, a
+    /// sidecar's API) through a redirect, in either URL form, on either path: the read fails
+    /// with the registry's error, and nothing reaches the socket.
+    @Test func redirectsToUnixSocketsAreRefused() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        for repository in ["http-unix/app", "unix/app"] {
+            for method in ["GET", "HEAD"] {
+                for headers in [[:], ["Connection": "keep-alive"]] {
+                    let label = "\(method) \(repository) \(headers)"
+                    let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(repository)/blobs/\(Self.digest)"
+                    let response = try Curl.request(method, url, headers: headers, token: proxy.token())
+                    #expect(response.status == 502, "\(label)")
+                    if method == "GET" {
+                        #expect(response.text.contains(#""code":"UNAVAILABLE""#), "\(label): \(response.text)")
+                    }
+                }
+            }
+        }
+        #expect(stub.unixSocketRequests == 0, "a redirect reached the Unix socket")
+    }
+
     /// Plain keep-alive reads of blobs and manifests are answered on the event loop (a fresh
     /// proxy's first one after finding out how the upstream authenticates); a read with a
-    /// `Connection` header goes through the responder. Both must behave the same.
-    static let reads: [(path: String, onEventLoop: Bool)] = [
-        ("blobs/\(digest)", false), ("blobs/\(digest)", true), ("manifests/v1", true),
+    /// `Connection` header goes through the responder. Both must behave the same, and so must a
+    /// blob read the upstream redirects to storage on another origin (`viaStorage`), where what
+    /// is tested happens on the storage leg.
+    static let reads: [(path: String, viaStorage: Bool, onEventLoop: Bool)] = [
+        ("blobs/\(digest)", false, false), ("blobs/\(digest)", false, true), ("manifests/v1", false, true),
+        ("blobs/\(digest)", true, false), ("blobs/\(digest)", true, true),
     ]
+
+    /// The stub's repository whose reads behave as `kind` says (`slow`, `broken`, `endless`),
+    /// directly or after a redirect to storage.
+    static func repository(_ kind: String, viaStorage: Bool) -> String {
+        viaStorage ? "storage-\(kind)/app" : "\(kind)/app"
+    }
 
     /// curl's arguments that send a read to the responder when it is not to be answered on the
     /// event loop.
@@ -99,7 +132,7 @@ struct ProxyStreamingTests {
         onEventLoop ? [] : ["-H", "Connection: keep-alive"]
     }
 
-    @Test(arguments: reads) func anUpstreamFailureMidBodyIsNotACleanResponse(path: String, onEventLoop: Bool) async throws {
+    @Test(arguments: reads) func anUpstreamFailureMidBodyIsNotACleanResponse(path: String, viaStorage: Bool, onEventLoop: Bool) async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
@@ -110,14 +143,14 @@ struct ProxyStreamingTests {
         #expect(throws: (any Error).self) {
             try runCommand("/usr/bin/curl", Self.pathArguments(onEventLoop: onEventLoop) + [
                 "-sf", "-u", "w:\(try proxy.token())", "-o", directory.appendingPathComponent("blob").path,
-                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/broken/app/\(path)",
+                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("broken", viaStorage: viaStorage))/\(path)",
             ])
         }
         let received = (try? Data(contentsOf: directory.appendingPathComponent("blob")))?.count ?? 0
         #expect(received < stub.blob.count)
     }
 
-    @Test(arguments: reads) func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt(path: String, onEventLoop: Bool) async throws {
+    @Test(arguments: reads) func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt(path: String, viaStorage: Bool, onEventLoop: Bool) async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
@@ -127,19 +160,24 @@ struct ProxyStreamingTests {
         let output = directory.appendingPathComponent("partial")
         _ = try? runCommand("/usr/bin/curl", Self.pathArguments(onEventLoop: onEventLoop) + [
             "-s", "--limit-rate", "2M", "--max-time", "3", "-u", "w:\(try proxy.token())", "-o", output.path,
-            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/endless/app/\(path)",
+            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("endless", viaStorage: viaStorage))/\(path)",
         ])
         let received = (try? FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
         #expect(received > 0)
         // The proxy read from the upstream only what the client took plus what buffers hold (its
         // log line counts the bytes it passed on), and its memory stayed small.
-        let logLine = try #require(try await proxy.logLine(containing: "repository=endless/app"), "no log line for the aborted request")
+        let repository = Self.repository("endless", viaStorage: viaStorage)
+        let logLine = try #require(try await proxy.logLine(containing: "repository=\(repository)"), "no log line for the aborted request")
         let passed = logLine.split(separator: " ").first { $0.hasPrefix("bytes_out=") }
             .flatMap { Int($0.dropFirst("bytes_out=".count)) } ?? Int.max
         #expect(passed < received + (32 << 20), "the proxy passed \(passed) bytes, the client took \(received)")
         print("slow client: took \(received) bytes, proxy passed \(passed), proxy peak RSS \((proxy.peakResidentKiB ?? 0) / 1024) MiB")
         #expect((proxy.peakResidentKiB ?? .max) < 128 * 1024)
         #expect(logLine.contains("detail=aborted"), "\(logLine)")
+        if viaStorage {
+            #expect(!stub.storageAuthorizations.isEmpty, "the read did not reach the storage")
+            #expect(stub.storageAuthorizations.allSatisfy { $0 == nil }, "credentials crossed to another origin")
+        }
         // Leaving cancels the upstream request: the upstream's writing ends.
         var state = stub.endlessStream
         for _ in 0..<100 where !state.ended {
@@ -169,18 +207,21 @@ struct ProxyStreamingTests {
         #expect(after.body.count == (method == "GET" ? stub.blob.count : 0))
     }
 
-    /// SIGTERM lets reads under way finish (graceful shutdown), whichever path answers them: the
-    /// responder or the event loop.
+    /// SIGTERM lets reads under way finish (graceful shutdown), whichever path answers them (the
+    /// responder or the event loop) and wherever the answer comes from (the upstream, or the
+    /// storage it redirects to).
     @Test(arguments: [
-        ("GET", "blobs/\(digest)", false), ("GET", "blobs/\(digest)", true), ("GET", "manifests/v1", true), ("HEAD", "manifests/v1", true),
+        ("GET", "blobs/\(digest)", false, false), ("GET", "blobs/\(digest)", false, true), ("GET", "manifests/v1", false, true),
+        ("HEAD", "manifests/v1", false, true), ("GET", "blobs/\(digest)", true, true), ("HEAD", "blobs/\(digest)", true, true),
     ])
-    func readsUnderWayFinishOnSIGTERM(method: String, path: String, onEventLoop: Bool) async throws {
+    func readsUnderWayFinishOnSIGTERM(method: String, path: String, viaStorage: Bool, onEventLoop: Bool) async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        // The upstream answers after 300 ms; the proxy is told to stop 100 ms in.
-        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow/app/\(path)"
+        // The upstream (or the storage it redirects to) answers after 300 ms; the proxy is told
+        // to stop 100 ms in.
+        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("slow", viaStorage: viaStorage))/\(path)"
         let output = try runCommand("/bin/sh", ["-c", """
             curl -s \(method == "HEAD" ? "-I" : "") \(onEventLoop ? "" : "-H 'Connection: keep-alive'") -u w:\(try proxy.token()) -o /dev/null \
                 -w '%{http_code} %{size_download}' '\(url)' & sleep 0.1; kill -TERM \(proxy.processIdentifier); wait $!

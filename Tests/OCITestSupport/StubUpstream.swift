@@ -4,7 +4,8 @@ import Logging
 
 /// A small upstream for the behaviours a local registry does not show: blob reads redirected to
 /// another origin (as registries do to object storage), slow answers, and bodies that fail
-/// half-way or never end, on blob and manifest routes alike.
+/// half-way or never end, on blob and manifest routes and on the storage blobs are redirected to
+/// alike, and redirects to a Unix socket on this machine.
 ///
 /// It asks for Basic credentials, so the proxy sends them; `/storage/…` records what arrives.
 public final class StubUpstream: Sendable {
@@ -13,6 +14,8 @@ public final class StubUpstream: Sendable {
     public let blob: Data
     private let seen: Locked<[String?]>
     private let stream: Locked<(written: Int, ended: Bool)>
+    private let socketPath: String
+    private let socketRequests: Locked<Int>
     private let task: Task<Void, any Error>
 
     /// `http://127.0.0.1:PORT`: the connector's address.
@@ -24,6 +27,8 @@ public final class StubUpstream: Sendable {
     /// What the endless route has written so far, and whether its writing has ended (the
     /// connection it wrote to went away).
     public var endlessStream: (written: Int, ended: Bool) { stream.withLock { $0 } }
+    /// How many requests reached the Unix socket that `v2/http-unix/…` and `v2/unix/…` redirect to.
+    public var unixSocketRequests: Int { socketRequests.withLock { $0 } }
 
     public static func start() async throws -> StubUpstream {
         let blob = Data((0..<(256 * 1024)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
@@ -96,6 +101,36 @@ public final class StubUpstream: Sendable {
                 try await writer.finish(nil)
             })
         }
+        // The same behaviours on the storage a blob read is redirected to: `v2/storage-KIND/app`
+        // redirects to `/storage/KIND` on another origin.
+        let kinds: [(String, @Sendable (Request, BasicRequestContext) async throws -> Response)] = [
+            ("plain", plain), ("slow", slow), ("broken", broken), ("endless", endless),
+        ]
+        for (kind, handler) in kinds {
+            let recorded = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
+                seen.withLock { $0.append(request.headers[.authorization]) }
+                return try await handler(request, context)
+            }
+            router.head("storage/\(kind)", use: recorded)
+            router.get("storage/\(kind)", use: recorded)
+            let toStorage = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
+                seen.withLock { $0.append("redirect \(request.method)") }
+                let port = request.head.authority?.split(separator: ":").last ?? ""
+                return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/\(kind)?sig=1"])
+            }
+            router.head("v2/storage-\(kind)/app/blobs/:digest", use: toStorage)
+            router.get("v2/storage-\(kind)/app/blobs/:digest", use: toStorage)
+        }
+        // Redirects to a Unix socket on this machine, in both URL forms an HTTP client may speak.
+        let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent("stub-\(UUID().uuidString.prefix(8)).sock").path
+        let encodedSocket = socketPath.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? socketPath
+        for (name, location) in [("http-unix", "http+unix://\(encodedSocket)/storage/blob"), ("unix", "unix://\(socketPath)")] {
+            let toSocket = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
+                Response(status: .temporaryRedirect, headers: [.location: location])
+            }
+            router.head("v2/\(name)/app/blobs/:digest", use: toSocket)
+            router.get("v2/\(name)/app/blobs/:digest", use: toSocket)
+        }
         for path in ["blobs/:digest", "manifests/:reference"] {
             router.head("v2/plain/app/\(path)", use: plain)
             router.get("v2/plain/app/\(path)", use: plain)
@@ -113,19 +148,51 @@ public final class StubUpstream: Sendable {
                 continuation.finish()
             },
             logger: Logger(label: "stub-upstream", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let task = Task { try await withTaskExecutorPreference(DedicatedExecutor.shared) { try await application.run() } }
+        // What listens on the Unix socket: it answers every request with the blob, and counts them.
+        let socketRequests = Locked(0)
+        let socketRouter = Router()
+        let counted = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
+            socketRequests.withLock { $0 += 1 }
+            return plain(request, context)
+        }
+        for path in ["/", "storage/blob"] {
+            socketRouter.head(RouterPath(path), use: counted)
+            socketRouter.get(RouterPath(path), use: counted)
+        }
+        let (socketReady, socketContinuation) = AsyncStream.makeStream(of: Void.self)
+        let socketApplication = Application(
+            router: socketRouter,
+            configuration: .init(address: .unixDomainSocket(path: socketPath), serverName: nil),
+            onServerRunning: { _ in socketContinuation.finish() },
+            logger: Logger(label: "stub-socket", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let task = Task {
+            try await withTaskExecutorPreference(DedicatedExecutor.shared) {
+                try await withThrowingTaskGroup { group in
+                    group.addTask { try await application.run() }
+                    group.addTask { try await socketApplication.run() }
+                    try await group.waitForAll()
+                }
+            }
+        }
         var port = 0
         for await value in ports { port = value }
-        return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, task: task)
+        for await _ in socketReady {}
+        return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, socketPath: socketPath, socketRequests: socketRequests, task: task)
     }
 
-    private init(port: Int, blob: Data, seen: Locked<[String?]>, stream: Locked<(written: Int, ended: Bool)>, task: Task<Void, any Error>) {
+    private init(port: Int, blob: Data, seen: Locked<[String?]>, stream: Locked<(written: Int, ended: Bool)>,
+                 socketPath: String, socketRequests: Locked<Int>, task: Task<Void, any Error>) {
         self.stream = stream
         self.port = port
         self.blob = blob
         self.seen = seen
+        self.socketPath = socketPath
+        self.socketRequests = socketRequests
         self.task = task
     }
 
-    public func stop() { task.cancel() }
+    public func stop() {
+        task.cancel()
+        try? FileManager.default.removeItem(atPath: socketPath)
+    }
 }
