@@ -86,6 +86,25 @@ struct ProxyStreamingTests {
         #expect(stub.storageAuthorizations.isEmpty)
     }
 
+    /// Concurrent pushes through one connector all reach the registry at once: the proxy does not
+    /// queue the ones past a connection limit of its HTTP client's behind the first.
+    @Test func concurrentUploadsAreNotQueued() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/hold/app/blobs/uploads"
+        let token = try proxy.token()
+        let transfers = (0..<StubUpstream.heldUploads).map { index in
+            ["-u", "w:\(token)", "-X", "PUT", "--data-binary", "x", "-o", "/dev/null", "-w", "%{http_code}\n",
+             "\(base)/upload-\(index)?digest=\(Self.digest)"]
+        }
+        let output = try runCommand("/usr/bin/curl", ["-s", "--parallel", "--parallel-immediate", "--parallel-max", "\(transfers.count)"]
+            + transfers.joined(separator: ["--next"]))
+        #expect(output.split(separator: "\n") == Array(repeating: "201", count: transfers.count), "\(output)")
+        #expect(stub.mostUploadsInFlight == StubUpstream.heldUploads, "uploads waited for one another")
+    }
+
     /// An upstream cannot point the proxy at a Unix socket on its machine (a control socket, a
     /// sidecar's API) through a redirect, in either URL form, on either path: the read fails
     /// with the registry's error, and nothing reaches the socket.

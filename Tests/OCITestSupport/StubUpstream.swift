@@ -5,7 +5,7 @@ import Logging
 /// A small upstream for the behaviours a local registry does not show: blob reads redirected to
 /// another origin (as registries do to object storage), slow answers, and bodies that fail
 /// half-way or never end, on blob and manifest routes and on the storage blobs are redirected to
-/// alike, and redirects to a Unix socket on this machine.
+/// alike, redirects to a Unix socket on this machine, and uploads held until many run at once.
 ///
 /// It asks for Basic credentials, so the proxy sends them; `/storage/…` records what arrives.
 public final class StubUpstream: Sendable {
@@ -16,6 +16,7 @@ public final class StubUpstream: Sendable {
     private let stream: Locked<(written: Int, ended: Bool)>
     private let socketPath: String
     private let socketRequests: Locked<Int>
+    private let uploads: Locked<(inFlight: Int, most: Int)>
     private let task: Task<Void, any Error>
 
     /// `http://127.0.0.1:PORT`: the connector's address.
@@ -27,6 +28,10 @@ public final class StubUpstream: Sendable {
     /// What the endless route has written so far, and whether its writing has ended (the
     /// connection it wrote to went away).
     public var endlessStream: (written: Int, ended: Bool) { stream.withLock { $0 } }
+    /// How many uploads `v2/hold/app/blobs/uploads/…` waits to see in flight at once.
+    public static let heldUploads = 12
+    /// The most uploads `v2/hold/…` had in flight at once.
+    public var mostUploadsInFlight: Int { uploads.withLock { $0.most } }
     /// How many requests reached the Unix socket that `v2/http-unix/…` and `v2/unix/…` redirect to.
     public var unixSocketRequests: Int { socketRequests.withLock { $0 } }
 
@@ -121,6 +126,24 @@ public final class StubUpstream: Sendable {
             router.head("v2/storage-\(kind)/app/blobs/:digest", use: toStorage)
             router.get("v2/storage-\(kind)/app/blobs/:digest", use: toStorage)
         }
+        // Uploads that are answered only once `heldUploads` of them are in flight at the same
+        // time (or after 5 s): how many the proxy lets run at once.
+        let uploads = Locked<(inFlight: Int, most: Int)>((0, 0))
+        router.put("v2/hold/app/blobs/uploads/:id") { request, _ -> Response in
+            _ = try await request.body.collect(upTo: 1 << 20)
+            uploads.withLock { state in
+                state.inFlight += 1
+                state.most = max(state.most, state.inFlight)
+            }
+            defer { uploads.withLock { $0.inFlight -= 1 } }
+            var waited = 0
+            while uploads.withLock({ $0.most }) < StubUpstream.heldUploads, waited < 5000 {
+                try await Task.sleep(for: .milliseconds(20))
+                waited += 20
+            }
+            let digest = request.uri.queryParameters["digest"].map(String.init) ?? ""
+            return Response(status: .created, headers: [.location: "/v2/hold/app/blobs/\(digest)"])
+        }
         // Redirects to a Unix socket on this machine, in both URL forms an HTTP client may speak.
         let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent("stub-\(UUID().uuidString.prefix(8)).sock").path
         let encodedSocket = socketPath.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? socketPath
@@ -177,17 +200,19 @@ public final class StubUpstream: Sendable {
         var port = 0
         for await value in ports { port = value }
         for await _ in socketReady {}
-        return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, socketPath: socketPath, socketRequests: socketRequests, task: task)
+        return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, socketPath: socketPath, socketRequests: socketRequests,
+                            uploads: uploads, task: task)
     }
 
     private init(port: Int, blob: Data, seen: Locked<[String?]>, stream: Locked<(written: Int, ended: Bool)>,
-                 socketPath: String, socketRequests: Locked<Int>, task: Task<Void, any Error>) {
+                 socketPath: String, socketRequests: Locked<Int>, uploads: Locked<(inFlight: Int, most: Int)>, task: Task<Void, any Error>) {
         self.stream = stream
         self.port = port
         self.blob = blob
         self.seen = seen
         self.socketPath = socketPath
         self.socketRequests = socketRequests
+        self.uploads = uploads
         self.task = task
     }
 
