@@ -77,15 +77,29 @@ public final class BlobFetcher: Sendable {
 
     /// A fetcher for `host:port`; `hostHeader` is the `Host` its requests carry. Connections live
     /// on `group`, NIO's shared event loops by default.
-    public init(
+    public convenience init(
         host: String, port: Int, hostHeader: String, configuration: Configuration = .init(),
         group: (any EventLoopGroup)? = nil
     ) throws {
+        self.init(host: host, port: port, hostHeader: hostHeader, sslContext: try configuration.tls.map(NIOSSLContext.init(configuration:)),
+                  configuration: configuration, group: group)
+    }
+
+    /// A fetcher for `host:port` that speaks TLS with `sslContext` (plain text when `nil`),
+    /// whatever `configuration.tls` says.
+    ///
+    /// Building a context is costly: one that trusts the system's certificate authorities parses
+    /// them all, about 1 MiB of memory and a few milliseconds each. Fetchers with the same TLS
+    /// settings (one per registry a proxy serves) should share one.
+    public init(
+        host: String, port: Int, hostHeader: String, sslContext: NIOSSLContext?, configuration: Configuration = .init(),
+        group: (any EventLoopGroup)? = nil
+    ) {
         self.host = host
         self.port = port
         self.hostHeader = hostHeader
         self.configuration = configuration
-        self.sslContext = try configuration.tls.map(NIOSSLContext.init(configuration:))
+        self.sslContext = sslContext
         self.group = group ?? MultiThreadedEventLoopGroup.singleton
         self.pool = ConnectionPool(capacity: configuration.idleConnections)
     }

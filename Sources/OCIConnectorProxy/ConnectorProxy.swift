@@ -6,6 +6,7 @@ public import Logging
 import HTTPTypes
 public import NIOCore
 import NIOHTTP1
+import NIOSSL
 public import OCIAuth
 import OCIBlobForwarder
 public import OCIConnectors
@@ -66,7 +67,16 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         }
     }
 
+    /// What connectors with the same trust share: an HTTP client and a TLS context. Each would
+    /// otherwise parse the system's certificate authorities for itself, about 1 MiB of memory
+    /// apiece (415 MiB for 400 `https` connectors; Performance.md).
+    private struct Transport {
+        let http: HTTPClient
+        let tls: NIOSSLContext
+    }
+
     let upstreams: [ConnectorID: Upstream]
+    private let httpClients: [HTTPClient]
     let authenticator: ClientAuthenticator
     private let configuration: Configuration
     let logger: Logger
@@ -75,15 +85,22 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     public init(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier, configuration: Configuration = .init(), logger: Logger) throws {
         let tokens = TokenCache(configuration: configuration.tokenCache)
         var upstreams: [ConnectorID: Upstream] = [:]
+        // Keyed by the certificates a connector trusts besides the system's ("" for none).
+        var transports: [String: Transport] = [:]
         for (id, connector) in catalog.connectors {
-            let http = try UpstreamHTTPClient.make(for: connector)
+            let trust = connector.trustedCertificatesPEM ?? ""
+            let transport = try transports[trust] ?? Transport(
+                http: try UpstreamHTTPClient.make(for: connector),
+                tls: try NIOSSLContext(configuration: UpstreamHTTPClient.tlsConfiguration(for: connector)))
+            transports[trust] = transport
             upstreams[id] = Upstream(
-                client: UpstreamClient(connector: connector, httpClient: http, tokens: tokens, timeout: .seconds(30)),
-                http: http, reads: try Self.blobFetcher(for: connector),
+                client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
+                http: transport.http, reads: Self.blobFetcher(for: connector, tls: transport.tls),
                 passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
-                storage: StorageFetchers(tls: try UpstreamHTTPClient.tlsConfiguration(for: connector)))
+                storage: StorageFetchers(tls: transport.tls))
         }
         self.upstreams = upstreams
+        self.httpClients = transports.values.map(\.http)
         self.authenticator = ClientAuthenticator(verifier: verifier)
         self.configuration = configuration
         self.logger = logger
@@ -113,8 +130,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
 
     /// Closes the upstream connections.
     public func shutdown() async {
+        for client in httpClients {
+            try? await client.shutdown()
+        }
         for upstream in upstreams.values {
-            try? await upstream.http.shutdown()
             await upstream.reads.shutdown()
             await upstream.storage.shutdown()
         }
@@ -396,11 +415,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// against: with 8, a quarter of the requests from 64 busy clients opened a new upstream
     /// connection, and the proxy spent a quarter more CPU per manifest request (Performance.md).
     /// Idle connections close after 30 s, and with them the receive buffers they keep.
-    static func blobFetcher(for connector: Connector) throws -> BlobFetcher {
+    static func blobFetcher(for connector: Connector, tls: NIOSSLContext) -> BlobFetcher {
         let address = connector.address
-        let tls = address.scheme == .https ? try UpstreamHTTPClient.tlsConfiguration(for: connector) : nil
-        return try BlobFetcher(host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
-                               configuration: .init(tls: tls, idleConnections: 64))
+        return BlobFetcher(host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
+                           sslContext: address.scheme == .https ? tls : nil, configuration: .init(idleConnections: 64))
     }
 
     static func versionCheck() -> Response {

@@ -15,11 +15,12 @@ final class StorageFetchers: Sendable {
     /// Distinct origins kept per upstream.
     static let maximumOrigins = 8
 
-    private let tls: TLSConfiguration
+    private let tls: NIOSSLContext
     private let fetchers = Mutex<[String: BlobFetcher]>([:])
 
-    /// Fetchers trusting what the connector's own client trusts (`tls`) for `https` origins.
-    init(tls: TLSConfiguration) {
+    /// Fetchers speaking TLS to `https` origins with the connector's own context (`tls`), so they
+    /// trust what its upstream connections trust, and no context is built on the event loop.
+    init(tls: NIOSSLContext) {
         self.tls = tls
     }
 
@@ -30,11 +31,9 @@ final class StorageFetchers: Sendable {
         guard let target = StorageLocation(location) else { return nil }
         return fetchers.withLock { fetchers -> (BlobFetcher, String)? in
             if let fetcher = fetchers[target.origin] { return (fetcher, target.pathAndQuery) }
-            guard fetchers.count < Self.maximumOrigins,
-                  let fetcher = try? BlobFetcher(
-                      host: target.host, port: target.port, hostHeader: target.authority,
-                      configuration: .init(tls: target.isSecure ? tls : nil, idleConnections: 8))
-            else { return nil }
+            guard fetchers.count < Self.maximumOrigins else { return nil }
+            let fetcher = BlobFetcher(host: target.host, port: target.port, hostHeader: target.authority,
+                                      sslContext: target.isSecure ? tls : nil, configuration: .init(idleConnections: 8))
             fetchers[target.origin] = fetcher
             return (fetcher, target.pathAndQuery)
         }

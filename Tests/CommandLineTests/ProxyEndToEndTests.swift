@@ -292,6 +292,51 @@ struct ProxyEndToEndTests {
         #expect(response.body == image.manifest)
     }
 
+    /// A registry served over TLS with its own certificate authority (`spec.tls.caBundle`), among
+    /// 300 other `https` connectors: skopeo copies an image through the proxy (reads on its blob
+    /// connections, writes through its HTTP client, both trusting the bundle), and the proxy's
+    /// memory does not grow with the number of connectors (connectors with the same trust share
+    /// one TLS set-up, instead of parsing the system's authorities about 1 MiB at a time each).
+    @Test func httpsConnectorsTrustTheirBundleAndShareTheirTLSSetUp() async throws {
+        let registry = try await TestRegistry.start(.anonymous, tls: true)
+        defer { registry.stop() }
+        let pem = try #require(registry.certificatePEM)
+        let bundle = pem.split(separator: "\n").map { "      \($0)" }.joined(separator: "\n")
+        var yaml = """
+            apiVersion: connectors.alauda.io/v1alpha1
+            kind: Connector
+            metadata: {name: up, namespace: team-a}
+            spec:
+              connectorClassName: oci
+              address: \(registry.url)
+              tls:
+                caBundle: |
+            \(bundle)
+
+            """
+        for index in 0..<300 {
+            yaml += "---\n" + ConnectorYAML.connector(name: "far-\(index)", address: "https://registry-\(index).example.invalid")
+        }
+        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
+        defer { proxy.stop() }
+        let image = try Self.seed(registry, .anonymous, nil, repository: "e2e-tls/src", layerSize: 300_000)
+        let token = try proxy.token()
+        let prefix = "\(proxy.host)/namespaces/team-a/connectors/up"
+        try Self.skopeo(["copy", "--src-creds", "ci:\(token)", "--dest-creds", "ci:\(token)", "--src-tls-verify=false", "--dest-tls-verify=false",
+                         "docker://\(prefix)/e2e-tls/src:v1", "docker://\(prefix)/e2e-tls/dst:v1"])
+        // What skopeo wrote (it compresses the layer, so its digest is new) and the layer it read.
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/e2e-tls"
+        let written = try Curl.request("GET", "\(base)/dst/manifests/v1", headers: ["Accept": TestImage.manifestMediaType], token: token)
+        #expect(written.status == 200)
+        #expect(written.text.contains(#""layers""#), "\(written.text)")
+        let layer = try Curl.request("GET", "\(base)/src/blobs/\(sha256Digest(image.layer))", token: token)
+        #expect(layer.status == 200)
+        #expect(sha256Digest(layer.body) == sha256Digest(image.layer))
+        let peak = try #require(proxy.peakResidentKiB)
+        print("301 https connectors: proxy peak RSS \(peak / 1024) MiB")
+        #expect(peak < 160 * 1024, "peak RSS \(peak / 1024) MiB")
+    }
+
     @Test func manyLayersMakeOneUpstreamTokenRequestPerScope() async throws {
         let (registry, issuer) = try await TokenAuthRegistry.start()
         defer { registry.stop(); issuer.stop() }
