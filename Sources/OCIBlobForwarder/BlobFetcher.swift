@@ -31,12 +31,20 @@ public final class BlobFetcher: Sendable {
         public var bufferedReads: Int
         /// How many idle connections are kept for reuse.
         public var idleConnections: Int
+        /// How many of the idle connections may be ones whose receive buffer a blob read grew
+        /// past ``ConnectionPool/largeRead`` (256 KiB). Such a buffer stays with its connection
+        /// until the connection closes, up to ``maximumReadSize`` each: without this bound, 64
+        /// concurrent blob reads left 64 MiB held by idle connections until their idle timeout.
+        /// Past it, a connection closes when its response ends; connections that only carried
+        /// small bodies (manifests, `HEAD`s) are not counted.
+        public var idleConnectionsWithLargeBuffers: Int
         /// How long a connection may stay idle before it is closed. An idle connection keeps a
         /// receive buffer (up to ``maximumReadSize``), so a pool of many holds memory until then.
         public var idleTimeout: TimeAmount
 
         /// Settings for a plain-text origin by default: 10 s to connect, 60 s of silence at most,
-        /// reads of up to 1 MiB, four of them buffered, eight idle connections for 30 s at most.
+        /// reads of up to 1 MiB, four of them buffered, eight idle connections (all eight may
+        /// hold large buffers) for 30 s at most.
         ///
         /// A stream holds at most five reads: four waiting and one being written; a connection
         /// also keeps one receive buffer for its next read, idle or not. Reads of 1 MiB
@@ -45,7 +53,7 @@ public final class BlobFetcher: Sendable {
         public init(
             tls: TLSConfiguration? = nil, connectTimeout: TimeAmount = .seconds(10), readTimeout: TimeAmount = .seconds(60),
             maximumReadSize: Int = 1024 * 1024, bufferedReads: Int = 4, idleConnections: Int = 8,
-            idleTimeout: TimeAmount = .seconds(30)
+            idleConnectionsWithLargeBuffers: Int = 8, idleTimeout: TimeAmount = .seconds(30)
         ) {
             self.tls = tls
             self.connectTimeout = connectTimeout
@@ -53,6 +61,7 @@ public final class BlobFetcher: Sendable {
             self.maximumReadSize = maximumReadSize
             self.bufferedReads = bufferedReads
             self.idleConnections = idleConnections
+            self.idleConnectionsWithLargeBuffers = idleConnectionsWithLargeBuffers
             self.idleTimeout = idleTimeout
         }
     }
@@ -74,6 +83,8 @@ public final class BlobFetcher: Sendable {
     var idleConnections: Int { pool.count }
     /// Connections the pool holds, open or not.
     var pooledConnections: Int { pool.held }
+    /// Idle connections whose receive buffer a blob read grew large.
+    var idleConnectionsWithLargeBuffers: Int { pool.holdingLargeBuffers }
 
     /// A fetcher for `host:port`; `hostHeader` is the `Host` its requests carry. Connections live
     /// on `group`, NIO's shared event loops by default.
@@ -101,7 +112,8 @@ public final class BlobFetcher: Sendable {
         self.configuration = configuration
         self.sslContext = sslContext
         self.group = group ?? MultiThreadedEventLoopGroup.singleton
-        self.pool = ConnectionPool(capacity: configuration.idleConnections)
+        self.pool = ConnectionPool(capacity: configuration.idleConnections,
+                                   largeBufferCapacity: configuration.idleConnectionsWithLargeBuffers)
     }
 
     /// Sends `GET target` (a path and query) with `headers` and returns the response head and its
@@ -302,11 +314,22 @@ struct PooledConnection: Sendable {
 
 /// Idle connections, most recently used last.
 final class ConnectionPool: Sendable {
-    private let idle = Mutex<[PooledConnection]>([])
-    private let capacity: Int
+    /// A read at least this large means the connection's receive buffer grew at least as large
+    /// (NIO keeps one per connection for reuse, and never shrinks it).
+    static let largeRead = 256 * 1024
 
-    init(capacity: Int) {
+    private struct Idle {
+        let connection: PooledConnection
+        let holdsLargeBuffer: Bool
+    }
+
+    private let idle = Mutex<[Idle]>([])
+    private let capacity: Int
+    private let largeBufferCapacity: Int
+
+    init(capacity: Int, largeBufferCapacity: Int) {
         self.capacity = capacity
+        self.largeBufferCapacity = largeBufferCapacity
     }
 
     /// The most recently used open connection, preferring one on the calling thread's event loop
@@ -314,40 +337,45 @@ final class ConnectionPool: Sendable {
     /// on `eventLoop` when that is given.
     func checkout(on eventLoop: (any EventLoop)? = nil) -> PooledConnection? {
         idle.withLock { idle in
-            idle.removeAll { !$0.channel.isActive }
+            idle.removeAll { !$0.connection.channel.isActive }
             if let eventLoop {
-                return idle.lastIndex { $0.channel.eventLoop === eventLoop }.map { idle.remove(at: $0) }
+                return idle.lastIndex { $0.connection.channel.eventLoop === eventLoop }.map { idle.remove(at: $0).connection }
             }
-            if let local = idle.lastIndex(where: { $0.channel.eventLoop.inEventLoop }) {
-                return idle.remove(at: local)
+            if let local = idle.lastIndex(where: { $0.connection.channel.eventLoop.inEventLoop }) {
+                return idle.remove(at: local).connection
             }
-            return idle.popLast()
+            return idle.popLast()?.connection
         }
     }
 
     /// Forgets `channel`'s connection (it is being closed), so that nothing keeps it alive.
     func remove(_ channel: any Channel) {
-        idle.withLock { idle in idle.removeAll { $0.channel === channel } }
+        idle.withLock { idle in idle.removeAll { $0.connection.channel === channel } }
     }
 
-    /// Keeps `connection` for reuse, or closes it when the pool is full.
-    func checkin(_ connection: PooledConnection) {
+    /// Keeps `connection` for reuse, or closes it when the pool is full (or, for a connection
+    /// that `holdsLargeBuffer`, when enough of those are idle already).
+    func checkin(_ connection: PooledConnection, holdsLargeBuffer: Bool) {
         let kept = idle.withLock { idle -> Bool in
             guard idle.count < capacity else { return false }
-            idle.append(connection)
+            if holdsLargeBuffer, idle.count(where: \.holdsLargeBuffer) >= largeBufferCapacity { return false }
+            idle.append(Idle(connection: connection, holdsLargeBuffer: holdsLargeBuffer))
             return true
         }
         if !kept { connection.channel.close(promise: nil) }
     }
 
-    var count: Int { idle.withLock { $0.filter(\.channel.isActive).count } }
+    var count: Int { idle.withLock { $0.filter(\.connection.channel.isActive).count } }
 
     var held: Int { idle.withLock { $0.count } }
+
+    /// Idle connections holding a large receive buffer.
+    var holdingLargeBuffers: Int { idle.withLock { $0.filter(\.holdsLargeBuffer).count } }
 
     func drain() -> [PooledConnection] {
         idle.withLock { idle in
             defer { idle.removeAll() }
-            return idle
+            return idle.map(\.connection)
         }
     }
 }

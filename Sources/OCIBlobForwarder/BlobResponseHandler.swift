@@ -58,6 +58,8 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let readTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private let pool: ConnectionPool
+    /// The largest body part this connection has read: its receive buffer is at least as large.
+    private var largestRead = 0
     private var state = State.idle
     private var generation = 0
     /// The consumer has enough buffered: reads wait.
@@ -124,6 +126,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             promise.succeed(BlobResponse(head: head, body: BlobBody(producer: sequence.sequence)))
 
         case (.body(let buffer), .streaming(let source, _, _)):
+            largestRead = max(largestRead, buffer.readableBytes)
             switch source.yield(buffer) {
             case .produceMore: break
             case .stopProducing: paused = true
@@ -131,6 +134,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
 
         case (.body(let buffer), .relaying(let relay, _, _)):
+            largestRead = max(largestRead, buffer.readableBytes)
             if let sink = relay.sink {
                 if !sink.bodyPart(buffer) { paused = true }
             } else {
@@ -235,7 +239,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         resumeReading(context)
         // Back in the pool before the consumer sees the end, so its next request finds it.
         if keepAlive {
-            pool.checkin(connection)
+            pool.checkin(connection, holdsLargeBuffer: largestRead >= ConnectionPool.largeRead)
             armIdleTimer(context)
         } else {
             close(context)

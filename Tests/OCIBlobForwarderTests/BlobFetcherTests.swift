@@ -109,6 +109,49 @@ struct BlobFetcherTests {
         #expect(fetcher.connectionsOpened == 2)
     }
 
+    /// A connection whose receive buffer a blob read grew keeps it while idle, so only a few such
+    /// connections stay idle; those that carried small bodies are not counted.
+    @Test func fewIdleConnectionsKeepLargeReceiveBuffers() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 16 << 20)
+        let fetcher = try Self.fetcher(registry, .init(idleConnections: 8, idleConnectionsWithLargeBuffers: 2))
+        defer { Task { await fetcher.shutdown() } }
+        let config = path.replacingOccurrences(of: sha256Digest(image.layer), with: sha256Digest(image.config))
+
+        // A small body: its connection is kept. A large one on the same connection: now it
+        // holds a large buffer, and counts against the two.
+        _ = try await Self.read(try await fetcher.get(config, headers: [:]).body)
+        #expect(fetcher.idleConnections == 1)
+        #expect(fetcher.idleConnectionsWithLargeBuffers == 0)
+        let (first, largest) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(first == image.layer)
+        #expect(largest >= 256 * 1024)
+        #expect(fetcher.idleConnectionsWithLargeBuffers == 1)
+
+        // Six at once (each body is unread while the next request starts, so each needs its own
+        // connection; more than four reads ahead are never buffered, so none can end early).
+        var responses: [BlobResponse] = []
+        for _ in 0..<6 { responses.append(try await fetcher.get(path, headers: [:])) }
+        for response in responses {
+            let (data, _) = try await Self.read(response.body)
+            #expect(data == image.layer)
+        }
+        #expect(fetcher.connectionsOpened == 6)
+        #expect(fetcher.idleConnectionsWithLargeBuffers == 2)
+        #expect(fetcher.idleConnections == 2)
+
+        // With no room for large buffers, a connection is kept until it carries a large body.
+        let strict = try Self.fetcher(registry, .init(idleConnections: 8, idleConnectionsWithLargeBuffers: 0))
+        defer { Task { await strict.shutdown() } }
+        _ = try await Self.read(try await strict.get(config, headers: [:]).body)
+        _ = try await Self.read(try await strict.get(config, headers: [:]).body)
+        #expect(strict.idleConnections == 1)
+        _ = try await Self.read(try await strict.get(path, headers: [:]).body)
+        #expect(strict.idleConnections == 0)
+        _ = try await Self.read(try await strict.get(config, headers: [:]).body)
+        #expect(strict.idleConnections == 1)
+        #expect(strict.connectionsOpened == 2)
+    }
+
     @Test func droppingABodyClosesItsConnection() async throws {
         let (registry, image, path) = try await Self.seeded(layerSize: 16 << 20)
         let fetcher = try Self.fetcher(registry, .init(maximumReadSize: 64 * 1024, bufferedReads: 2))
