@@ -172,9 +172,10 @@ let package = Package(
         .testTarget(
             name: "OCIConnectorProxyTests",
             dependencies: [
-                "OCIConnectorProxy", "OCIProxyToken", "OCIReference",
+                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: testSettings
         ),

@@ -42,7 +42,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let client: UpstreamClient
         let http: HTTPClient
         /// Reads (GET and HEAD of manifests, blobs, tags, referrers): most requests and the bulk
-        /// of the bytes, on connections tuned for them.
+        /// of the bytes, on connections tuned for them, shared with the other connectors to the
+        /// same registry that trust the same certificates.
         let reads: BlobFetcher
         /// `spec.auth.params` `redirects: pass`: hand upstream redirects to the client.
         let passRedirects: Bool
@@ -75,8 +76,19 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         let tls: NIOSSLContext
     }
 
+    /// What connectors to the same registry with the same trust share: the connections reads go
+    /// over, and those to the storage it redirects blob reads to. Many connectors usually lead to
+    /// one registry (a connector per team or namespace, one Harbor), and each pool keeps up to 64
+    /// idle connections, 8 of them with a receive buffer of up to 1 MiB: per connector, a burst
+    /// of pulls through each would leave that much behind for every one of them.
+    private struct Registry {
+        let reads: BlobFetcher
+        let storage: StorageFetchers
+    }
+
     let upstreams: [ConnectorID: Upstream]
     private let httpClients: [HTTPClient]
+    private let registries: [Registry]
     let authenticator: ClientAuthenticator
     private let configuration: Configuration
     let logger: Logger
@@ -87,20 +99,27 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         var upstreams: [ConnectorID: Upstream] = [:]
         // Keyed by the certificates a connector trusts besides the system's ("" for none).
         var transports: [String: Transport] = [:]
+        // Keyed by the trust and the registry's address.
+        var registries: [String: Registry] = [:]
         for (id, connector) in catalog.connectors {
             let trust = connector.trustedCertificatesPEM ?? ""
             let transport = try transports[trust] ?? Transport(
                 http: try UpstreamHTTPClient.make(for: connector),
                 tls: try NIOSSLContext(configuration: UpstreamHTTPClient.tlsConfiguration(for: connector)))
             transports[trust] = transport
+            let registryKey = trust + "\n" + connector.address.baseURL
+            let registry = registries[registryKey] ?? Registry(
+                reads: Self.blobFetcher(for: connector, tls: transport.tls), storage: StorageFetchers(tls: transport.tls))
+            registries[registryKey] = registry
             upstreams[id] = Upstream(
                 client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
-                http: transport.http, reads: Self.blobFetcher(for: connector, tls: transport.tls),
+                http: transport.http, reads: registry.reads,
                 passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
-                storage: StorageFetchers(tls: transport.tls))
+                storage: registry.storage)
         }
         self.upstreams = upstreams
         self.httpClients = transports.values.map(\.http)
+        self.registries = Array(registries.values)
         self.authenticator = ClientAuthenticator(verifier: verifier)
         self.configuration = configuration
         self.logger = logger
@@ -133,9 +152,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         for client in httpClients {
             try? await client.shutdown()
         }
-        for upstream in upstreams.values {
-            await upstream.reads.shutdown()
-            await upstream.storage.shutdown()
+        for registry in registries {
+            await registry.reads.shutdown()
+            await registry.storage.shutdown()
         }
     }
 
