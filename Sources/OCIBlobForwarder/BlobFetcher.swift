@@ -32,7 +32,7 @@ public final class BlobFetcher: Sendable {
         /// How many idle connections are kept for reuse.
         public var idleConnections: Int
         /// How many of the idle connections may be ones whose receive buffer a blob read grew
-        /// past ``ConnectionPool/largeRead`` (256 KiB). Such a buffer stays with its connection
+        /// to 256 KiB or more. Such a buffer stays with its connection
         /// until the connection closes, up to ``maximumReadSize`` each: without this bound, 64
         /// concurrent blob reads left 64 MiB held by idle connections until their idle timeout.
         /// Past it, a connection closes when its response ends; connections that only carried
@@ -353,16 +353,16 @@ final class ConnectionPool: Sendable {
         idle.withLock { idle in idle.removeAll { $0.connection.channel === channel } }
     }
 
-    /// Keeps `connection` for reuse, or closes it when the pool is full (or, for a connection
-    /// that `holdsLargeBuffer`, when enough of those are idle already).
-    func checkin(_ connection: PooledConnection, holdsLargeBuffer: Bool) {
-        let kept = idle.withLock { idle -> Bool in
+    /// Keeps `connection` for reuse and returns `true`; `false` when the pool is full (or, for a
+    /// connection that `holdsLargeBuffer`, when enough of those are idle already), and then the
+    /// caller closes it.
+    func checkin(_ connection: PooledConnection, holdsLargeBuffer: Bool) -> Bool {
+        idle.withLock { idle -> Bool in
             guard idle.count < capacity else { return false }
             if holdsLargeBuffer, idle.count(where: \.holdsLargeBuffer) >= largeBufferCapacity { return false }
             idle.append(Idle(connection: connection, holdsLargeBuffer: holdsLargeBuffer))
             return true
         }
-        if !kept { connection.channel.close(promise: nil) }
     }
 
     var count: Int { idle.withLock { $0.filter(\.connection.channel.isActive).count } }

@@ -238,8 +238,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Idle connections keep reading, so that an upstream closing them is noticed.
         resumeReading(context)
         // Back in the pool before the consumer sees the end, so its next request finds it.
-        if keepAlive {
-            pool.checkin(connection, holdsLargeBuffer: largestRead >= ConnectionPool.largeRead)
+        if keepAlive, pool.checkin(connection, holdsLargeBuffer: largestRead >= ConnectionPool.largeRead) {
             armIdleTimer(context)
         } else {
             close(context)

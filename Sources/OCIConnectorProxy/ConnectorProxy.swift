@@ -73,7 +73,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// apiece (415 MiB for 400 `https` connectors; Performance.md).
     private struct Transport {
         let http: HTTPClient
-        let tls: NIOSSLContext
+        let tls: SharedTLSContext
     }
 
     /// What connectors to the same registry with the same trust share: the connections reads go
@@ -101,21 +101,31 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         var transports: [String: Transport] = [:]
         // Keyed by the trust and the registry's address.
         var registries: [String: Registry] = [:]
-        for (id, connector) in catalog.connectors {
-            let trust = connector.trustedCertificatesPEM ?? ""
-            let transport = try transports[trust] ?? Transport(
-                http: try UpstreamHTTPClient.make(for: connector),
-                tls: try NIOSSLContext(configuration: UpstreamHTTPClient.tlsConfiguration(for: connector)))
-            transports[trust] = transport
-            let registryKey = trust + "\n" + connector.address.baseURL
-            let registry = registries[registryKey] ?? Registry(
-                reads: Self.blobFetcher(for: connector, tls: transport.tls), storage: StorageFetchers(tls: transport.tls))
-            registries[registryKey] = registry
-            upstreams[id] = Upstream(
-                client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
-                http: transport.http, reads: registry.reads,
-                passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
-                storage: registry.storage)
+        do {
+            for (id, connector) in catalog.connectors {
+                let trust = connector.trustedCertificatesPEM ?? ""
+                if transports[trust] == nil {
+                    let tls = try UpstreamHTTPClient.tlsConfiguration(for: connector)
+                    transports[trust] = Transport(http: try UpstreamHTTPClient.make(for: connector), tls: SharedTLSContext(tls))
+                }
+                let transport = transports[trust]!
+                let registryKey = trust + "\n" + connector.address.baseURL
+                if registries[registryKey] == nil {
+                    // An https registry's context is built now, so that a broken trust fails at start-up.
+                    let reads = Self.blobFetcher(for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil)
+                    registries[registryKey] = Registry(reads: reads, storage: StorageFetchers(tls: transport.tls))
+                }
+                let registry = registries[registryKey]!
+                upstreams[id] = Upstream(
+                    client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
+                    http: transport.http, reads: registry.reads,
+                    passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
+                    storage: registry.storage)
+            }
+        } catch {
+            // An HTTP client must be shut down before it goes.
+            for transport in transports.values { try? transport.http.syncShutdown() }
+            throw error
         }
         self.upstreams = upstreams
         self.httpClients = transports.values.map(\.http)
@@ -434,10 +444,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// against: with 8, a quarter of the requests from 64 busy clients opened a new upstream
     /// connection, and the proxy spent a quarter more CPU per manifest request (Performance.md).
     /// Idle connections close after 30 s, and with them the receive buffers they keep.
-    static func blobFetcher(for connector: Connector, tls: NIOSSLContext) -> BlobFetcher {
+    static func blobFetcher(for connector: Connector, tls: NIOSSLContext?) -> BlobFetcher {
         let address = connector.address
         return BlobFetcher(host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
-                           sslContext: address.scheme == .https ? tls : nil, configuration: .init(idleConnections: 64))
+                           sslContext: tls, configuration: .init(idleConnections: 64))
     }
 
     static func versionCheck() -> Response {

@@ -12,28 +12,37 @@ import Synchronization
 /// authorization. An upstream sends its blobs to a handful of origins; past ``maximumOrigins``
 /// a redirect goes to the responder.
 final class StorageFetchers: Sendable {
-    /// Distinct origins kept per upstream.
+    /// Distinct origins kept per registry (shared by the connectors that lead to it).
     static let maximumOrigins = 8
 
-    private let tls: NIOSSLContext
+    private let tls: SharedTLSContext
     private let fetchers = Mutex<[String: BlobFetcher]>([:])
 
-    /// Fetchers speaking TLS to `https` origins with the connector's own context (`tls`), so they
-    /// trust what its upstream connections trust, and no context is built on the event loop.
-    init(tls: NIOSSLContext) {
+    /// Fetchers speaking TLS to `https` origins with the registry's own context (`tls`), so they
+    /// trust what its upstream connections trust (for an https registry, that context is built
+    /// already; otherwise at the first redirect to an https origin).
+    init(tls: SharedTLSContext) {
         self.tls = tls
     }
 
     /// The fetcher for `location`'s origin and the request target on it; `nil` for a location
-    /// this cannot take (not an absolute `http`/`https` URL, user information in it, or too many
-    /// origins already).
+    /// this cannot take (not an absolute `http`/`https` URL, user information in it, too many
+    /// origins already, or no TLS context to be had).
+    ///
+    /// Each origin's idle connections, all of which carried blobs, keep up to 8 receive buffers
+    /// of up to 1 MiB (``BlobFetcher/Configuration/idleConnectionsWithLargeBuffers``).
     func fetcher(for location: String) -> (fetcher: BlobFetcher, target: String)? {
         guard let target = StorageLocation(location) else { return nil }
         return fetchers.withLock { fetchers -> (BlobFetcher, String)? in
             if let fetcher = fetchers[target.origin] { return (fetcher, target.pathAndQuery) }
             guard fetchers.count < Self.maximumOrigins else { return nil }
+            var context: NIOSSLContext?
+            if target.isSecure {
+                guard let built = try? tls.context() else { return nil }
+                context = built
+            }
             let fetcher = BlobFetcher(host: target.host, port: target.port, hostHeader: target.authority,
-                                      sslContext: target.isSecure ? tls : nil, configuration: .init(idleConnections: 8))
+                                      sslContext: context, configuration: .init(idleConnections: 8))
             fetchers[target.origin] = fetcher
             return (fetcher, target.pathAndQuery)
         }

@@ -111,33 +111,40 @@ struct BlobFetcherTests {
 
     /// A connection whose receive buffer a blob read grew keeps it while idle, so only a few such
     /// connections stay idle; those that carried small bodies are not counted.
+    ///
+    /// How large a read gets depends on how far the registry is ahead of the reader (reads of a
+    /// 16 MiB blob on loopback reach 1 MiB), so what is expected follows the reads observed.
     @Test func fewIdleConnectionsKeepLargeReceiveBuffers() async throws {
         let (registry, image, path) = try await Self.seeded(layerSize: 16 << 20)
         let fetcher = try Self.fetcher(registry, .init(idleConnections: 8, idleConnectionsWithLargeBuffers: 2))
         defer { Task { await fetcher.shutdown() } }
         let config = path.replacingOccurrences(of: sha256Digest(image.layer), with: sha256Digest(image.config))
+        let layerDigest = sha256Digest(image.layer)
+        let large = { (read: Int) in read >= ConnectionPool.largeRead }
 
         // A small body: its connection is kept. A large one on the same connection: now it
         // holds a large buffer, and counts against the two.
         _ = try await Self.read(try await fetcher.get(config, headers: [:]).body)
         #expect(fetcher.idleConnections == 1)
         #expect(fetcher.idleConnectionsWithLargeBuffers == 0)
-        let (first, largest) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
-        #expect(first == image.layer)
-        #expect(largest >= 256 * 1024)
-        #expect(fetcher.idleConnectionsWithLargeBuffers == 1)
+        let (first, firstLargest) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+        #expect(sha256Digest(first) == layerDigest)
+        #expect(fetcher.idleConnectionsWithLargeBuffers == (large(firstLargest) ? 1 : 0))
 
         // Six at once (each body is unread while the next request starts, so each needs its own
         // connection; more than four reads ahead are never buffered, so none can end early).
         var responses: [BlobResponse] = []
         for _ in 0..<6 { responses.append(try await fetcher.get(path, headers: [:])) }
+        var largeOnes = 0
         for response in responses {
-            let (data, _) = try await Self.read(response.body)
-            #expect(data == image.layer)
+            let (data, largest) = try await Self.read(response.body)
+            #expect(sha256Digest(data) == layerDigest)
+            if large(largest) { largeOnes += 1 }
         }
+        print("reads of 256 KiB or more on \(largeOnes) of 6 connections (largest first read \(firstLargest) bytes)")
         #expect(fetcher.connectionsOpened == 6)
-        #expect(fetcher.idleConnectionsWithLargeBuffers == 2)
-        #expect(fetcher.idleConnections == 2)
+        #expect(fetcher.idleConnectionsWithLargeBuffers == min(2, largeOnes))
+        #expect(fetcher.idleConnections == min(2, largeOnes) + (6 - largeOnes))
 
         // With no room for large buffers, a connection is kept until it carries a large body.
         let strict = try Self.fetcher(registry, .init(idleConnections: 8, idleConnectionsWithLargeBuffers: 0))
@@ -145,11 +152,11 @@ struct BlobFetcherTests {
         _ = try await Self.read(try await strict.get(config, headers: [:]).body)
         _ = try await Self.read(try await strict.get(config, headers: [:]).body)
         #expect(strict.idleConnections == 1)
-        _ = try await Self.read(try await strict.get(path, headers: [:]).body)
-        #expect(strict.idleConnections == 0)
+        let (_, largest) = try await Self.read(try await strict.get(path, headers: [:]).body)
+        #expect(strict.idleConnections == (large(largest) ? 0 : 1))
         _ = try await Self.read(try await strict.get(config, headers: [:]).body)
         #expect(strict.idleConnections == 1)
-        #expect(strict.connectionsOpened == 2)
+        #expect(strict.connectionsOpened == (large(largest) ? 2 : 1))
     }
 
     @Test func droppingABodyClosesItsConnection() async throws {

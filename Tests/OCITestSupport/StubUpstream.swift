@@ -145,7 +145,8 @@ public final class StubUpstream: Sendable {
             return Response(status: .created, headers: [.location: "/v2/hold/app/blobs/\(digest)"])
         }
         // Redirects to a Unix socket on this machine, in both URL forms an HTTP client may speak.
-        let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent("stub-\(UUID().uuidString.prefix(8)).sock").path
+        // In /tmp: a socket's path must fit in 108 bytes, which a long $TMPDIR may not leave.
+        let socketPath = "/tmp/stub-\(UUID().uuidString.prefix(8)).sock"
         let encodedSocket = socketPath.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? socketPath
         for (name, location) in [("http-unix", "http+unix://\(encodedSocket)/storage/blob"), ("unix", "unix://\(socketPath)")] {
             let toSocket = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
@@ -189,6 +190,11 @@ public final class StubUpstream: Sendable {
             onServerRunning: { _ in socketContinuation.finish() },
             logger: Logger(label: "stub-socket", factory: { _ in SwiftLogNoOpLogHandler() }))
         let task = Task {
+            // If a server cannot start, `start()` must not wait for it forever.
+            defer {
+                continuation.finish()
+                socketContinuation.finish()
+            }
             try await withTaskExecutorPreference(DedicatedExecutor.shared) {
                 try await withThrowingTaskGroup { group in
                     group.addTask { try await application.run() }
@@ -200,6 +206,7 @@ public final class StubUpstream: Sendable {
         var port = 0
         for await value in ports { port = value }
         for await _ in socketReady {}
+        guard port != 0 else { throw TestSupportError("the stub upstream did not start") }
         return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, socketPath: socketPath, socketRequests: socketRequests,
                             uploads: uploads, task: task)
     }
