@@ -45,12 +45,15 @@ public final class StubUpstream: Sendable {
                 ? Response(status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="stub""#])
                 : Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
-        // Another origin: "localhost" is not the connector's "127.0.0.1".
-        let redirect = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
-            seen.withLock { $0.append("redirect \(request.method)") }
-            let port = request.head.authority?.split(separator: ":").last ?? ""
-            return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/blob?sig=1"])
+        // A redirect to `/storage/NAME` on another origin: "localhost" is not the connector's "127.0.0.1".
+        let redirectToStorage = { @Sendable (name: String) in
+            { @Sendable (request: Request, _: BasicRequestContext) -> Response in
+                seen.withLock { $0.append("redirect \(request.method)") }
+                let port = request.head.authority?.split(separator: ":").last ?? ""
+                return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/\(name)?sig=1"])
+            }
         }
+        let redirect = redirectToStorage("blob")
         router.get("v2/redirect/app/blobs/:digest", use: redirect)
         router.head("v2/redirect/app/blobs/:digest", use: redirect)
         // A redirect to the same origin, after a pause: the proxy's responder follows it with
@@ -118,11 +121,7 @@ public final class StubUpstream: Sendable {
             }
             router.head("storage/\(kind)", use: recorded)
             router.get("storage/\(kind)", use: recorded)
-            let toStorage = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
-                seen.withLock { $0.append("redirect \(request.method)") }
-                let port = request.head.authority?.split(separator: ":").last ?? ""
-                return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/\(kind)?sig=1"])
-            }
+            let toStorage = redirectToStorage(kind)
             router.head("v2/storage-\(kind)/app/blobs/:digest", use: toStorage)
             router.get("v2/storage-\(kind)/app/blobs/:digest", use: toStorage)
         }
