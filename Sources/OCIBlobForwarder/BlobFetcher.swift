@@ -209,9 +209,14 @@ public final class BlobFetcher: Sendable {
         let (host, port) = (host, port)
         return bootstrap.connect(host: host, port: port).flatMapErrorThrowing { error in
             throw BlobFetchError(.unreachable, "cannot connect to \(host):\(port): \(error)")
-        }.map { [self] channel in
+        }.flatMapThrowing { [self] channel in
             opened.wrappingAdd(1, ordering: .relaxed)
-            return PooledConnection(channel: channel)
+            // Connecting completes on the channel's event loop.
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self) else {
+                channel.close(promise: nil)
+                throw BlobFetchError(.closedBeforeResponse, "the connection to \(host):\(port) closed at once")
+            }
+            return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
         }
     }
 }
@@ -278,6 +283,8 @@ public struct BlobFetchError: Error, CustomStringConvertible, Sendable {
 /// An open connection with a ``BlobResponseHandler`` at the end of its pipeline.
 struct PooledConnection: Sendable {
     let channel: any Channel
+    /// The handler, kept rather than looked up in the pipeline for every request.
+    let handler: NIOLoopBound<BlobResponseHandler>
 
     /// Sends from any thread; the future completes on the connection's event loop.
     func start<Response: Sendable>(
@@ -299,8 +306,7 @@ struct PooledConnection: Sendable {
         waiter: (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         let (waiting, response) = waiter(channel.eventLoop)
-        guard let handler = try? channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self),
-              handler.send(head, connection: self, for: waiting) else {
+        guard handler.value.send(head, connection: self, for: waiting) else {
             let error = BlobFetchError(.closedBeforeResponse, "the connection is gone")
             switch waiting {
             case .sequence(let promise): promise.fail(error)
