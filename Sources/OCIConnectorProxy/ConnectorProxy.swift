@@ -383,14 +383,20 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     static func forEachClientHeader(
         _ upstreamHeaders: HTTPHeaders, host: String, prefix: String, upstream: Upstream, _ body: (String, String) -> Void
     ) {
-        let rewriter = HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
+        // Names are compared without lowercasing them, and the rewriter is made only for the
+        // headers it rewrites: this runs for every answer relayed, most of them manifest `HEAD`s.
+        func rewriter() -> HeaderRewriter {
+            HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
+        }
         for (name, value) in upstreamHeaders {
-            let canonical = name.lowercased()
-            guard !HeaderRewriter.hopByHop.contains(canonical), canonical != "www-authenticate" else { continue }
-            switch canonical {
-            case "location": body(name, rewriter.location(value) ?? value)
-            case "link": body(name, rewriter.link(value))
-            default: body(name, value)
+            if HeaderRewriter.isHopByHop(name) || name.equalsIgnoringASCIICase("www-authenticate") {
+                continue
+            } else if name.equalsIgnoringASCIICase("location") {
+                body(name, rewriter().location(value) ?? value)
+            } else if name.equalsIgnoringASCIICase("link") {
+                body(name, rewriter().link(value))
+            } else {
+                body(name, value)
             }
         }
     }
@@ -508,7 +514,14 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     /// ``forwardableHeaders(_:)`` for NIO's HTTP/1 headers.
     static func forwardableHeaders(_ fields: HTTPHeaders) -> HTTPHeaders {
         var headers = HTTPHeaders()
-        forEachForwardableHeader(fields.lazy.map { ($0.name.lowercased(), $0.name, $0.value) }, connection: fields.first(name: "Connection")) {
+        guard let connection = fields.first(name: "Connection") else {
+            // The usual case, and the read fast path's only one: no names to lowercase.
+            for (name, value) in fields where !HeaderRewriter.isHopByHop(name) {
+                headers.add(name: name, value: value)
+            }
+            return headers
+        }
+        forEachForwardableHeader(fields.lazy.map { ($0.name.lowercased(), $0.name, $0.value) }, connection: connection) {
             headers.add(name: $0, value: $1)
         }
         return headers

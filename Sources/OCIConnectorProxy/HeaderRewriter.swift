@@ -66,4 +66,23 @@ public struct HeaderRewriter: Sendable {
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer",
         "transfer-encoding", "upgrade", "host", "authorization", "content-length",
     ]
+
+    /// Whether `name` is one of ``hopByHop``, in any case. Unlike a look-up of its lowercased
+    /// form, this allocates nothing: it runs for every header of every relayed message.
+    public static func isHopByHop(_ name: String) -> Bool {
+        hopByHopNames.contains { name.equalsIgnoringASCIICase($0) }
+    }
+
+    private static let hopByHopNames = Array(hopByHop)
+}
+
+extension String {
+    /// Whether this string equals `lowercased` (lowercase ASCII) once its ASCII capital letters
+    /// are lowered; every other byte must match exactly.
+    func equalsIgnoringASCIICase(_ lowercased: String) -> Bool {
+        utf8.count == lowercased.utf8.count
+            && zip(utf8, lowercased.utf8).allSatisfy { byte, lower in
+                (byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte) == lower
+            }
+    }
 }

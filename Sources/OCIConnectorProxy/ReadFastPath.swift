@@ -90,6 +90,9 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var heldQuiesce: Any?
     /// When a quiesce event is held: the write of the response's end.
     private var endWritten: EventLoopFuture<Void>?
+    /// Whether parts were passed on since the last `channelReadComplete` went on: after a read
+    /// that was all answered here, it would only wake Hummingbird's handlers for nothing.
+    private var passedOnSinceReadComplete = false
 
     init(proxy: ConnectorProxy) {
         self.proxy = proxy
@@ -112,6 +115,11 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             waiting.append(part)
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard passedOnSinceReadComplete else { return }
+        fireReadComplete(context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -157,7 +165,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 serve(plan, context: context)
             } else {
                 exchange = .passed
-                context.fireChannelRead(wrapInboundOut(part))
+                passOn(part, context: context)
             }
         case (.end, .serving):
             requestEnded = true
@@ -166,11 +174,21 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             break  // A read has no body to speak of.
         case (.end, .passed):
             requestEnded = true
-            context.fireChannelRead(wrapInboundOut(part))
+            passOn(part, context: context)
             finishIfDone(context: context)
         default:
-            context.fireChannelRead(wrapInboundOut(part))
+            passOn(part, context: context)
         }
+    }
+
+    private func passOn(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        passedOnSinceReadComplete = true
+        context.fireChannelRead(wrapInboundOut(part))
+    }
+
+    private func fireReadComplete(context: ChannelHandlerContext) {
+        passedOnSinceReadComplete = false
+        context.fireChannelReadComplete()
     }
 
     // MARK: Outbound
@@ -323,12 +341,12 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Gives the request to the responder, as if it had just arrived.
     private func handOn(_ request: HTTPRequestHead, context: ChannelHandlerContext) {
         exchange = .passed
-        context.fireChannelRead(wrapInboundOut(.head(request)))
+        passOn(.head(request), context: context)
         if requestEnded {
-            context.fireChannelRead(wrapInboundOut(.end(nil)))
+            passOn(.end(nil), context: context)
         }
         // Hummingbird takes what was read at the end of a read.
-        context.fireChannelReadComplete()
+        fireReadComplete(context: context)
     }
 
     /// After a complete exchange, the requests that waited are taken up: on the next turn of the
@@ -354,14 +372,12 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         guard !waiting.isEmpty || heldRead else { return }
         context.eventLoop.assumeIsolated().execute { [self] in
             guard case .none = exchange, context.channel.isActive else { return }
-            var forwarded = false
             while let part = waiting.first, accepts(part) {
                 waiting.removeFirst()
                 process(part, context: context)
-                if case .passed = exchange { forwarded = true }
             }
             // Hummingbird takes what was read at the end of a read.
-            if forwarded { context.fireChannelReadComplete() }
+            if passedOnSinceReadComplete { fireReadComplete(context: context) }
             if waiting.isEmpty, heldRead {
                 heldRead = false
                 context.read()

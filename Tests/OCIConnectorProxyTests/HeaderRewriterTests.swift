@@ -109,3 +109,23 @@ struct ProxyTokenTests {
         _ = try verifier.verify(reloaded.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60)))
     }
 }
+
+@Suite("Recognising hop-by-hop header names")
+struct HopByHopNameTests {
+    static let names: [(String, Bool)] = [
+        ("Connection", true), ("connection", true), ("CONNECTION", true), ("Keep-Alive", true),
+        ("Transfer-Encoding", true), ("TE", true), ("Content-Length", true), ("Authorization", true),
+        ("Proxy-Authorization", true), ("Host", true), ("upgrade", true), ("Trailer", true),
+        // Near misses: a prefix, a longer name, another header of the same length.
+        ("Connectio", false), ("Connections", false), ("Content-Type", false), ("Content-Lengtx", false),
+        ("Docker-Content-Digest", false), ("Location", false), ("T", false), ("", false),
+        // Case folding is ASCII only: a byte that differs from "-" by the case bit is not "-".
+        ("Keep\u{0D}Alive", false), ("Kéép-Alive", false),
+    ]
+
+    @Test(arguments: names)
+    func matchesTheSetInAnyCase(_ name: String, _ expected: Bool) {
+        #expect(HeaderRewriter.isHopByHop(name) == expected)
+        #expect(HeaderRewriter.hopByHop.contains(name.lowercased()) == expected)
+    }
+}
