@@ -48,14 +48,20 @@ def wait_port(port, timeout=20):
 
 
 def cpu_seconds(pids):
+    """CPU time of the processes' threads, in nanoseconds from the scheduler's accounting
+    (`/proc/PID/task/*/schedstat`): `/proc/PID/stat` counts in 10 ms ticks, a tenth of the
+    CPU that 1000 manifest requests cost."""
     total = 0
-    ticks = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
+            tasks = os.listdir(f"/proc/{pid}/task")
         except FileNotFoundError:
-            pass
+            continue
+        for task in tasks:
+            try:
+                total += int(open(f"/proc/{pid}/task/{task}/schedstat").read().split()[0]) / 1e9
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # The thread ended.
     return total
 
 
@@ -147,7 +153,7 @@ class Bench:
         self.processes.append(process)
         return process
 
-    def registry(self, name, htpasswd, issuer=None):
+    def registry(self, name, htpasswd, issuer=None, tls=None):
         port = free_port()
         auth = ""
         if issuer:
@@ -162,13 +168,24 @@ class Bench:
         open(config, "w").write(
             f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.work}/{name}-storage\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n{auth}")
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
+            + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") + auth)
         self.start(["docker-registry", "serve", config])
         wait_port(port)
         return port
 
-    def nginx(self, name, registry_port, anonymous_port, tuned):
-        port, anonymous = free_port(), free_port()
+    def certificate(self):
+        """A self-signed certificate for 127.0.0.1, as a private registry's: (certificate, key)."""
+        cert, key = os.path.join(self.work, "registry.crt"), os.path.join(self.work, "registry.key")
+        subprocess.check_call(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                               "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                               "-addext", "subjectAltName=IP:127.0.0.1"], stderr=subprocess.DEVNULL)
+        return cert, key
+
+    def nginx(self, name, registry_port, anonymous_port, tuned, secure_port):
+        """nginx in front of the plain registries and, on a third port, the https one; returns the
+        three ports and the process."""
+        port, anonymous, secure = free_port(), free_port(), free_port()
         basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         buffers = ("proxy_buffer_size 256k; proxy_buffers 8 256k; proxy_busy_buffers_size 512k;"
                    " sendfile on; tcp_nodelay on;") if tuned else ""
@@ -186,19 +203,24 @@ http {{
   fastcgi_temp_path {self.work}/{name}-fcgi; uwsgi_temp_path {self.work}/{name}-uwsgi; scgi_temp_path {self.work}/{name}-scgi;
   upstream authed {{ server 127.0.0.1:{registry_port}; keepalive 64; }}
   upstream anonymous {{ server 127.0.0.1:{anonymous_port}; keepalive 64; }}
+  upstream secure {{ server 127.0.0.1:{secure_port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{port};
     location / {{ proxy_pass http://authed; proxy_set_header Authorization "Basic {basic}"; {location} }} }}
   server {{ listen 127.0.0.1:{anonymous};
     location = /v2/ {{ default_type application/json; return 200 "{{}}"; }}
     location / {{ proxy_pass http://anonymous; {location} }} }}
+  server {{ listen 127.0.0.1:{secure};
+    location / {{ proxy_pass https://secure; proxy_set_header Authorization "Basic {basic}"; {location}
+      proxy_ssl_trusted_certificate {self.work}/registry.crt; proxy_ssl_verify on; proxy_ssl_name 127.0.0.1;
+      proxy_ssl_session_reuse on; }} }}
 }}
 """)
         process = self.start(["nginx", "-c", config, "-p", self.work])
         wait_port(port)
-        return port, anonymous, process
+        return port, anonymous, process, secure
 
-    def proxy(self, registry_port, anonymous_port, token_port):
-        """Starts a proxy for the three registries; returns its port, a workload token and the process."""
+    def proxy(self, registry_port, anonymous_port, token_port, secure_port):
+        """Starts a proxy for the four registries; returns its port, a workload token and the process."""
         keys = os.path.join(self.work, "keys")
         if not os.path.exists(keys):
             subprocess.check_call([self.args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
@@ -219,12 +241,16 @@ spec: {{address: "http://127.0.0.1:{anonymous_port}"}}
 kind: Connector
 metadata: {{name: tokened, namespace: bench}}
 spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: creds}}}}}}
+---
+kind: Connector
+metadata: {{name: secure, namespace: bench}}
+spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: creds}}}}, tls: {{caFile: {self.work}/registry.crt}}}}
 """)
         process = self.start([self.args.proxy_bin, "--connectors", connectors, "--listen", "127.0.0.1:0",
                               "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
         port = int(process.stdout.readline().decode().strip().rsplit(":", 1)[1])
         token = subprocess.check_output(
-            [self.args.config_bin, "token", "--connector", "bench/authed,bench/anonymous,bench/tokened", "--actions", "pull,push",
+            [self.args.config_bin, "token", "--connector", "bench/authed,bench/anonymous,bench/tokened,bench/secure", "--actions", "pull,push",
              "--ttl", "2h", "--signing-key", f"{keys}/signing-key.jwk"], text=True).strip()
         return port, token, process
 
@@ -320,9 +346,12 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
         authed = self.registry("authed", True)
         anonymous = self.registry("anonymous", False)
         tokened = self.registry("tokened", False, issuer=self.issuer)
-        self.registries = (authed, anonymous, tokened)
-        nginx_default = self.nginx("nginx-default", authed, anonymous, tuned=False)
-        nginx_tuned = self.nginx("nginx-tuned", authed, anonymous, tuned=True)
+        # Private registries mostly speak https: the same pulls from one with htpasswd auth.
+        certificate = self.certificate()
+        secure = self.registry("secure", True, tls=certificate)
+        self.registries = (authed, anonymous, tokened, secure)
+        nginx_default = self.nginx("nginx-default", authed, anonymous, tuned=False, secure_port=secure)
+        nginx_tuned = self.nginx("nginx-tuned", authed, anonymous, tuned=True, secure_port=secure)
         proxy_port, token, proxy = self.proxy(*self.registries)
         basic = ["-u", f"{USER}:{PASSWORD}"]
         paths = {
@@ -335,8 +364,15 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
             "proxy": self.proxy_path(proxy_port, token, proxy),
         }
 
+        secure_paths = {
+            "direct": {"base": f"https://127.0.0.1:{secure}", "prefix": "", "auth": basic + ["--cacert", certificate[0]], "pids": []},
+            "nginx-tuned": {**paths["nginx-tuned"], "base": f"http://127.0.0.1:{nginx_tuned[3]}"},
+            "proxy": {**paths["proxy"], "prefix": "namespaces/bench/connectors/secure/"},
+        }
+
         # Seed: the big blob, and a small image for manifest requests.
         self.push(paths["direct"], "bench/blob", chunked=False)
+        self.push(secure_paths["direct"], "bench/blob", chunked=False)
         self.seed_image(f"http://127.0.0.1:{anonymous}", "bench/small", [], layer_size=1024)
 
         rows = {name: {} for name in paths}
@@ -354,20 +390,39 @@ spec: {{address: "http://127.0.0.1:{token_port}", auth: {{secretRef: {{name: cre
                 if path["pids"]:
                     row.setdefault("cpu_push", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
                 row.setdefault("push_chunked", []).append(self.push(path, f"bench/chunk-{name}-{round_index}", True))
+                if name in secure_paths:
+                    path = secure_paths[name]
+                    before = cpu_seconds(path["pids"])
+                    row.setdefault("secure_pull_1", []).append(self.pull(path, 1))
+                    if path["pids"]:
+                        row.setdefault("cpu_secure_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                    row.setdefault("secure_pull_8", []).append(self.pull(path, 8))
 
-        # Manifest latency, against the anonymous registry (its htpasswd check costs ~2.5 ms a request).
-        for name in ["direct", "nginx-tuned", "proxy"]:
-            path = dict(paths[name])
-            path["prefix"] = path.get("latency_prefix", "")
-            for method in ["HEAD", "GET"]:
-                for connections in args.connections:
-                    rows[name][f"{method}_{connections}"] = self.latency(path, method, connections, args.latency_requests)
+        # Manifest latency, against the anonymous registry (its htpasswd check costs ~2.5 ms a
+        # request). Each cell is measured for the three paths one after another, in alternating
+        # order, in each round, and the rounds' medians are reported: the host's drift over the
+        # minutes this takes then falls on all three alike.
+        manifest_paths = {name: {**paths[name], "prefix": paths[name].get("latency_prefix", "")}
+                          for name in ["direct", "nginx-tuned", "proxy"]}
         # The server alone: nginx and the proxy answer `GET /v2/` themselves (the proxy after
         # checking the token), so the difference to a manifest GET is the upstream leg.
-        for name in ["nginx-tuned", "proxy"]:
-            path = dict(paths[name])
-            path["prefix"] = ""
-            rows[name]["local_8"] = self.latency(path, "GET", 8, args.latency_requests, target="")
+        local_paths = {name: {**paths[name], "prefix": ""} for name in ["nginx-tuned", "proxy"]}
+        cells = [(method, connections, f"{method}_{connections}", manifest_paths)
+                 for method in ["HEAD", "GET"] for connections in args.connections]
+        cells.append(("GET", 8, "local_8", local_paths))
+        requests = max(1, args.latency_requests // args.rounds)
+        measured = {}
+        for round_index in range(args.rounds):
+            for cell_index, (method, connections, key, cell_paths) in enumerate(cells):
+                names = list(cell_paths)
+                if (round_index + cell_index) % 2:
+                    names.reverse()
+                for name in names:
+                    target = "" if key == "local_8" else "bench/small/manifests/v1"
+                    result = self.latency(cell_paths[name], method, connections, requests, target=target)
+                    measured.setdefault((name, key), []).append(result)
+        for (name, key), results in measured.items():
+            rows[name][key] = {metric: statistics.median(r[metric] for r in results) for metric in results[0]}
 
         self.results = {
             "size_mib": args.size_mib, "rounds": args.rounds,
@@ -506,6 +561,9 @@ def table(results):
     row("blob push, 64 MiB chunks (MB/s)", "push_chunked")
     row("CPU s per GiB pulled (1 stream)", "cpu_pull", fmt="{:.2f}")
     row("CPU s per GiB pushed (monolithic)", "cpu_push", fmt="{:.2f}")
+    row("blob pull from an https registry, 1 stream (MB/s)", "secure_pull_1")
+    row("blob pull from an https registry, 8 streams total (MB/s)", "secure_pull_8")
+    row("CPU s per GiB pulled from an https registry (1 stream)", "cpu_secure_pull", fmt="{:.2f}")
     for key in sorted((k for k in proxy if k.split("_")[0] in ("HEAD", "GET")), key=lambda k: (k.split("_")[0], int(k.split("_")[1]))):
         for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}"),
                                   ("cpu_us", " µs", "{:.0f}")]:
@@ -532,7 +590,8 @@ def main():
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 64, 256])
-    parser.add_argument("--latency-requests", type=int, default=4000)
+    parser.add_argument("--latency-requests", type=int, default=4000,
+                        help="manifest requests per cell and path, split over the rounds")
     parser.add_argument("--proxy-bin", default=".build/release/oci-connector-proxy")
     parser.add_argument("--config-bin", default=".build/release/oci-connector-config")
     parser.add_argument("--out", default="Benchmarks/EndToEnd/results.json")
