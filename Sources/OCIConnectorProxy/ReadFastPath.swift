@@ -483,8 +483,8 @@ extension ConnectorProxy {
 
         /// Request parts read ahead of the responder. Hummingbird keeps up to ten, each a read of
         /// up to 256 KiB (``ReceiveBufferHandler``); a push waiting on a slower registry held
-        /// them all. Two keep the upload streaming: 16 concurrent pushes peaked at 53–56 MiB of
-        /// heap instead of 78–82, at the same speed (Performance.md).
+        /// them all. Two keep the upload streaming: 16 concurrent pushes peaked at 50–64 MiB of
+        /// heap instead of 72–82, at the same speed within the noise (Performance.md).
         static let requestPartsAhead = NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(
             lowWatermark: 1, highWatermark: 2)
 
