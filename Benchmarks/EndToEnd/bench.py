@@ -16,6 +16,7 @@ import http.client
 import http.server
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -63,6 +64,19 @@ def cpu_seconds(pids):
             except (FileNotFoundError, ProcessLookupError):
                 pass  # The thread ended.
     return total
+
+
+def machine_ticks():
+    """(all, idle) jiffies of the whole machine from /proc/stat: the share of both cores in use
+    while a cell runs tells whether it was limited by CPU or by something else."""
+    values = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def children_cpu_seconds():
+    """CPU of the load generators this script ran and waited for (curl)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_kib(pid, field="VmRSS"):
@@ -146,6 +160,7 @@ class Bench:
         self.work = tempfile.mkdtemp(prefix="oci-bench-")
         self.processes = []
         self.results = {}
+        self.registry_pids = {}
 
     # ---------------------------------------------------------------- set-up
     def start(self, argv, **kwargs):
@@ -170,7 +185,7 @@ class Bench:
             f"storage:\n  filesystem:\n    rootdirectory: {self.work}/{name}-storage\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
             + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") + auth)
-        self.start(["docker-registry", "serve", config])
+        self.registry_pids[port] = self.start(["docker-registry", "serve", config]).pid
         wait_port(port)
         return port
 
@@ -305,7 +320,8 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
     # ---------------------------------------------------------------- manifests
     def latency(self, path, method, connections, requests, target="bench/small/manifests/v1"):
         """Requests (a manifest by default) from one `curl --parallel` over `connections` keep-alive
-        connections: p50/p99 of each request's time, requests/s, and the server's CPU per request.
+        connections: p50/p99 of each request's time, requests/s, the CPU per request of the server,
+        of the registry behind it and of curl, and the share of both cores in use.
         (wrk cannot do HEAD; ab speaks HTTP/1.0.)"""
         url = f"http://{path['host']}:{path['port']}/v2/{path['prefix']}{target}"
         count = max(requests, connections * 20)
@@ -317,14 +333,20 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
             argv += ["-H", f"{name}: {value}"]
         if method == "HEAD":
             argv.append("-I")
+        registry = [self.registry_pids[self.registries[1]]]  # Manifests come from the anonymous registry.
+        ticks_before, registry_before, client_before = machine_ticks(), cpu_seconds(registry), children_cpu_seconds()
         cpu_before, start = cpu_seconds(path["pids"]), time.perf_counter()
         out = subprocess.run(argv, capture_output=True, text=True, timeout=300).stdout
         elapsed, cpu = time.perf_counter() - start, cpu_seconds(path["pids"]) - cpu_before
+        (all_after, idle_after), registry_cpu = machine_ticks(), cpu_seconds(registry) - registry_before
+        client_cpu = children_cpu_seconds() - client_before
         samples = sorted(float(line.split()[0]) for line in out.splitlines())
         codes = {line.split()[1] for line in out.splitlines()}
         assert len(samples) == count and codes == {"200"}, (len(samples), codes)
         result = {"p50_ms": samples[len(samples) // 2] * 1e3, "p99_ms": samples[int(len(samples) * 0.99)] * 1e3,
-                  "rps": count / elapsed}
+                  "rps": count / elapsed, "registry_cpu_us": registry_cpu / count * 1e6,
+                  "client_cpu_us": client_cpu / count * 1e6,
+                  "busy_pct": 100 * (1 - (idle_after - ticks_before[1]) / max(1, all_after - ticks_before[0]))}
         if path["pids"]:
             result["cpu_us"] = cpu / count * 1e6
         return result
@@ -376,20 +398,27 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
         self.seed_image(f"http://127.0.0.1:{anonymous}", "bench/small", [], layer_size=1024)
 
         rows = {name: {} for name in paths}
+        # A push is as fast as the registry can take it in: its own CPU per GiB (hashing, writing)
+        # is measured too, since it depends on how the bytes arrive.
+        blob_registry = [self.registry_pids[authed]]
         for round_index in range(args.rounds):
             order = list(paths) if round_index % 2 == 0 else list(reversed(paths))
             for name in order:
                 path, row = paths[name], rows[name]
                 before = cpu_seconds(path["pids"])
                 row.setdefault("pull_1", []).append(self.pull(path, 1))
-                if path["pids"]:  # The registry's own CPU is not measured.
+                if path["pids"]:  # Direct: no server in front to measure.
                     row.setdefault("cpu_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
                 row.setdefault("pull_8", []).append(self.pull(path, 8))
-                before = cpu_seconds(path["pids"])
+                gib = self.size / (1 << 30)
+                before, registry_before = cpu_seconds(path["pids"]), cpu_seconds(blob_registry)
                 row.setdefault("push_mono", []).append(self.push(path, f"bench/push-{name}-{round_index}", False))
+                row.setdefault("registry_cpu_push", []).append((cpu_seconds(blob_registry) - registry_before) / gib)
                 if path["pids"]:
-                    row.setdefault("cpu_push", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                    row.setdefault("cpu_push", []).append((cpu_seconds(path["pids"]) - before) / gib)
+                registry_before = cpu_seconds(blob_registry)
                 row.setdefault("push_chunked", []).append(self.push(path, f"bench/chunk-{name}-{round_index}", True))
+                row.setdefault("registry_cpu_push_chunked", []).append((cpu_seconds(blob_registry) - registry_before) / gib)
                 if name in secure_paths:
                     path = secure_paths[name]
                     before = cpu_seconds(path["pids"])
@@ -422,7 +451,11 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
                     result = self.latency(cell_paths[name], method, connections, requests, target=target)
                     measured.setdefault((name, key), []).append(result)
         for (name, key), results in measured.items():
-            rows[name][key] = {metric: statistics.median(r[metric] for r in results) for metric in results[0]}
+            cell = {metric: statistics.median(r[metric] for r in results) for metric in results[0]}
+            # What one request costs the machine: the server in front (none when direct), the
+            # registry behind it and curl. With both cores busy, requests/s follows its inverse.
+            cell["total_cpu_us"] = cell.get("cpu_us", 0) + cell["registry_cpu_us"] + cell["client_cpu_us"]
+            rows[name][key] = cell
 
         self.results = {
             "size_mib": args.size_mib, "rounds": args.rounds,
@@ -531,6 +564,12 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+METRIC_LABELS = {"p50_ms": "p50", "p99_ms": "p99", "rps": "requests/s", "cpu_us": "server CPU per request",
+                 "registry_cpu_us": "registry CPU per request", "client_cpu_us": "curl CPU per request",
+                 "total_cpu_us": "CPU per request, all processes",
+                 "busy_pct": "both cores busy"}
+
+
 def latency_row(paths, key, metric, unit, fmt, label):
     values = [paths[name].get(key, {}).get(metric) for name in ["direct", "nginx-default", "nginx-tuned", "proxy"]]
     cells = ["–" if v is None else fmt.format(v) + unit for v in values]
@@ -561,19 +600,24 @@ def table(results):
     row("blob push, 64 MiB chunks (MB/s)", "push_chunked")
     row("CPU s per GiB pulled (1 stream)", "cpu_pull", fmt="{:.2f}")
     row("CPU s per GiB pushed (monolithic)", "cpu_push", fmt="{:.2f}")
+    row("registry's own CPU s per GiB pushed (monolithic)", "registry_cpu_push", fmt="{:.2f}")
+    row("registry's own CPU s per GiB pushed (64 MiB chunks)", "registry_cpu_push_chunked", fmt="{:.2f}")
     row("blob pull from an https registry, 1 stream (MB/s)", "secure_pull_1")
     row("blob pull from an https registry, 8 streams total (MB/s)", "secure_pull_8")
     row("CPU s per GiB pulled from an https registry (1 stream)", "cpu_secure_pull", fmt="{:.2f}")
     for key in sorted((k for k in proxy if k.split("_")[0] in ("HEAD", "GET")), key=lambda k: (k.split("_")[0], int(k.split("_")[1]))):
-        for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}"),
-                                  ("cpu_us", " µs", "{:.0f}")]:
-            method, connections = key.split("_")
-            label = f"manifest {method}, {connections} conns, {metric.replace('_ms', '').replace('cpu_us', 'CPU per request')}"
+        method, connections = key.split("_")
+        metrics = [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}"), ("cpu_us", " µs", "{:.0f}")]
+        if connections == "8":  # Where the latency target is set: what each request costs the whole machine.
+            metrics += [("registry_cpu_us", " µs", "{:.0f}"), ("client_cpu_us", " µs", "{:.0f}"),
+                        ("total_cpu_us", " µs", "{:.0f}"), ("busy_pct", " %", "{:.0f}")]
+        for metric, unit, fmt in metrics:
+            label = f"manifest {method}, {connections} conns, {METRIC_LABELS.get(metric, metric)}"
             lines.append(latency_row(paths, key, metric, unit, fmt, label))
     local = proxy.get("local_8", {})
     for metric, unit, fmt in [("rps", "", "{:.0f}"), ("cpu_us", " µs", "{:.0f}")]:
         if metric in local:
-            label = f"GET /v2/ answered by the server itself, 8 conns, {metric.replace('cpu_us', 'CPU per request')}"
+            label = f"GET /v2/ answered by the server itself, 8 conns, {METRIC_LABELS[metric]}"
             lines.append(latency_row(paths, "local_8", metric, unit, fmt, label))
     memory, tokens = results["proxy_memory_mib"], results["upstream_token_requests"]
     lines.append(
