@@ -148,7 +148,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
 
     /// The HTTP/1.1 server for this proxy: ``http1Server`` plus a channel handler, right after
     /// NIO's HTTP/1 decoder, that answers `HEAD` and `GET` of manifests and blobs on the event
-    /// loop (a third to two fifths less CPU per request; Performance.md). What it cannot finish
+    /// loop (a third to two fifths less CPU per request; Performance.md), and `/v2/` for a valid
+    /// token (half the CPU). What it cannot finish
     /// goes on to Hummingbird and ``respond(to:context:)``, which is given at most two request
     /// parts ahead (Hummingbird's default is ten): a push waiting on the registry holds less.
     public var server: HTTPServerBuilder {
@@ -210,7 +211,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         // Who asks: checked before anything goes upstream.
         let claims = try authenticator.claims(request)
         guard let connectorID else {
-            return Self.versionCheck()  // `/v2/`: any valid token may log in.
+            log.endpoint = "/"
+            return Self.versionCheck(log: log, method: request.method)  // `/v2/`: any valid token may log in.
         }
         let repository: String?
         if case .repository(let name, let endpoint) = route {
@@ -229,7 +231,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         guard let upstream = upstreams[connectorID] else {
             throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connectorID) is configured")
         }
-        if route == .base { return Self.versionCheck() }
+        if route == .base { return Self.versionCheck(log: log, method: request.method) }
 
         // The upstream request.
         let query = try Self.upstreamQuery(request.uri.query, route: route, prefix: prefix, connector: connectorID)
@@ -457,11 +459,21 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                            sslContext: tls, configuration: .init(idleConnections: 64))
     }
 
+    /// The answer to `/v2/` for a valid token: the registry API version, as registries answer it.
     static func versionCheck() -> Response {
-        Response(
-            status: .ok,
-            headers: [.contentType: "application/json", HTTPField.Name("Docker-Distribution-API-Version")!: "registry/2.0"],
-            body: .init(byteBuffer: ByteBuffer(string: "{}")))
+        Response(status: .ok, headers: versionCheckFields, body: .init(byteBuffer: ByteBuffer(string: versionCheckBody)))
+    }
+
+    static let versionCheckFields: HTTPFields = [
+        .contentType: "application/json", HTTPField.Name("Docker-Distribution-API-Version")!: "registry/2.0",
+    ]
+    static let versionCheckBody = "{}"
+
+    /// ``versionCheck()``, logged.
+    private static func versionCheck(log: RequestLog, method: HTTPRequest.Method) -> Response {
+        if method != .head { log.bytesOut.add(versionCheckBody.utf8.count) }
+        log.finish(status: 200)
+        return versionCheck()
     }
 
     /// `pull` to read, `delete` to delete manifests and blobs, `push` for everything else.

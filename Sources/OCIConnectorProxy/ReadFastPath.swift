@@ -10,8 +10,8 @@ import OCIBlobForwarder
 import OCIReference
 
 /// Answers `HEAD` and `GET` of manifests and blobs on the connection's event loop, without a
-/// task per request; every other request, and every read it cannot finish on its own, goes on to
-/// the ``ConnectorProxy`` responder as before.
+/// task per request, and the `/v2/` version check for a valid token; every other request, and
+/// every read it cannot finish on its own, goes on to the ``ConnectorProxy`` responder as before.
 ///
 /// `HEAD` and `GET` of a manifest are what container runtimes send most ("what digest is this tag
 /// now?", then the manifest itself), and through the responder each cost three to four times
@@ -94,6 +94,8 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether parts were passed on since the last `channelReadComplete` went on: after a read
     /// that was all answered here, it would only wake Hummingbird's handlers for nothing.
     private var passedOnSinceReadComplete = false
+    /// The `Date` of answers written here.
+    private var date = HTTPDate.Cache()
 
     init(proxy: ConnectorProxy) {
         self.proxy = proxy
@@ -164,6 +166,9 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             if let plan = proxy.readPlan(for: request) {
                 exchange = .serving(request)
                 serve(plan, context: context)
+            } else if let log = proxy.versionCheckLog(for: request) {
+                exchange = .serving(request)
+                answerVersionCheck(request.method, log: log, context: context)
             } else {
                 exchange = .passed
                 passOn(part, context: context)
@@ -316,27 +321,34 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Answers with a registry error (its JSON body left out for `HEAD`).
     private func answer(_ error: RegistryErrorResponse, plan: Plan, context: ChannelHandlerContext) {
-        let body = ByteBuffer(string: error.json)
-        var headers = HTTPHeaders()
-        for field in error.responseHeaders { headers.add(name: field.name.rawName, value: field.value) }
-        headers.add(name: "Content-Length", value: "\(body.readableBytes)")
-        headers.add(name: "Date", value: Self.httpDate(Date()))
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(
-            version: .http1_1, status: .init(statusCode: Int(error.status.code)), headers: headers))), promise: nil)
-        if plan.method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        writeEnd(context: context)
-        plan.log.finish(status: Int(error.status.code), detail: error.code)
-        responseEnded = true
-        finishIfDone(context: context)
+        answer(status: Int(error.status.code), fields: error.responseHeaders, body: error.json, method: plan.method,
+               log: plan.log, detail: error.code, context: context)
     }
 
-    /// `date` as HTTP writes it (IMF-fixdate), as Hummingbird dates the responder's answers.
-    static func httpDate(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "GMT")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-        return formatter.string(from: date)
+    /// Answers `/v2/` as the responder's ``ConnectorProxy/versionCheck()`` does.
+    private func answerVersionCheck(_ method: NIOHTTP1.HTTPMethod, log: RequestLog, context: ChannelHandlerContext) {
+        if method != .HEAD { log.bytesOut.add(ConnectorProxy.versionCheckBody.utf8.count) }
+        answer(status: 200, fields: ConnectorProxy.versionCheckFields, body: ConnectorProxy.versionCheckBody, method: method,
+               log: log, detail: nil, context: context)
+    }
+
+    /// Writes a whole answer of the proxy's own, dated as Hummingbird dates the responder's.
+    private func answer(
+        status: Int, fields: HTTPFields, body text: String, method: NIOHTTP1.HTTPMethod, log: RequestLog, detail: String?,
+        context: ChannelHandlerContext
+    ) {
+        let body = ByteBuffer(string: text)
+        var headers = HTTPHeaders()
+        for field in fields { headers.add(name: field.name.rawName, value: field.value) }
+        headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+        headers.add(name: "Date", value: date.now())
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))),
+                      promise: nil)
+        if method != .HEAD { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        writeEnd(context: context)
+        log.finish(status: status, detail: detail)
+        responseEnded = true
+        finishIfDone(context: context)
     }
 
     /// Gives the request to the responder, as if it had just arrived.
@@ -473,6 +485,28 @@ extension ConnectorProxy {
         log.endpoint = endpoint.path
         return ReadFastPath.Plan(method: request.method, upstream: upstream, target: Self.upstreamPath(destination.route),
                                  headers: headers, authorization: authorization, isBlob: isBlob, host: host, prefix: destination.prefix, log: log)
+    }
+
+    /// The log of a `GET` or `HEAD` of `/v2/` (or of a connector's `/v2/` in either form) that
+    /// may be answered at once, as the responder would: the version check clients send before a
+    /// pull or a push, with a valid token allowed to pull through the connector it names. `nil`
+    /// for anything else, invalid tokens included (the responder explains those).
+    func versionCheckLog(for request: HTTPRequestHead) -> RequestLog? {
+        guard request.method == .GET || request.method == .HEAD, request.version == .http1_1,
+              request.uri.utf8.last == UInt8(ascii: "/"), !request.headers.contains(name: "Connection")
+        else { return nil }
+        let host = request.headers.first(name: "Host") ?? "localhost"
+        guard let destination = try? destination(host: host, path: request.uri), destination.route == .base,
+              let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization"))
+        else { return nil }
+        if let connector = destination.connector {
+            guard claims.allows(connector: connector.description, action: "pull", repository: nil),
+                  upstreams[connector] != nil else { return nil }
+        }
+        let log = RequestLog(logger: logger, method: request.method.rawValue)
+        log.connector = destination.connector?.description
+        log.endpoint = "/"
+        return log
     }
 
     /// Hummingbird's HTTP/1 channel with ``ReadFastPath`` right after NIO's request decoder, and

@@ -137,6 +137,54 @@ struct ProxyEndToEndTests {
         #expect(issuer.counts.total == before, "a refused request reached the token server")
     }
 
+    /// `/v2/`, which every client asks before a pull or a push, is answered by the proxy itself
+    /// with a valid token, the same from either path that answers it (the event loop for a plain
+    /// keep-alive request, the responder for one with a `Connection` header), and logged.
+    @Test func versionChecksAreAnsweredByTheProxyAndLogged() async throws {
+        // The upstream is closed: nothing here may need it.
+        let closed = try Loopback.freePort()
+        let yaml = ConnectorYAML.connector(name: "up", address: "http://127.0.0.1:\(closed)")
+            + "---\n" + ConnectorYAML.connector(name: "other", address: "http://127.0.0.1:\(closed)")
+        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
+        defer { proxy.stop() }
+        let base = "http://\(proxy.host)/v2"
+        let token = try proxy.token()
+        let imfFixdate = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$/
+
+        var answers: [Curl.Response] = []
+        for headers in [[:], ["Connection": "keep-alive"]] {
+            for url in ["\(base)/", "\(base)/namespaces/team-a/connectors/up/"] {
+                let get = try Curl.request("GET", url, headers: headers, token: token)
+                #expect(get.status == 200 && get.text == "{}", "\(url) \(headers): \(get.status) \(get.text)")
+                let head = try Curl.request("HEAD", url, headers: headers, token: token)
+                #expect(head.status == 200 && head.body.isEmpty, "\(url) \(headers)")
+                answers += [get, head]
+            }
+        }
+        for answer in answers {
+            #expect(answer.header("Content-Type") == "application/json")
+            #expect(answer.header("Docker-Distribution-API-Version") == "registry/2.0")
+            #expect(answer.header("Content-Length") == "2")
+            #expect(answer.header("Date").map { $0.wholeMatch(of: imfFixdate) != nil } == true, "\(answer.headers)")
+        }
+
+        // A connector the token does not name, or that is not configured, is refused as before.
+        let other = try Curl.request("GET", "\(base)/namespaces/team-a/connectors/other/", token: token)
+        #expect(other.status == 403 && other.text.contains(#""code":"DENIED""#), "\(other.text)")
+        let unknown = try Curl.request("GET", "\(base)/namespaces/team-a/connectors/nope/", token: try proxy.token(connector: "team-a/nope"))
+        #expect(unknown.status == 404 && unknown.text.contains(#""code":"NAME_UNKNOWN""#), "\(unknown.text)")
+        #expect(try Curl.request("GET", "\(base)/", token: "not-a-token").status == 401)
+
+        // One line for each answer, written when it ends; the 401 came last.
+        _ = try await proxy.logLine(containing: "status=401")
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        let checks = log.split(separator: "\n").filter { $0.contains("endpoint=/ ") && $0.contains("status=200") }
+        #expect(checks.count == answers.count, "\(log)")
+        #expect(checks.filter { $0.contains("connector=team-a/up ") }.count == answers.count / 2, "\(log)")
+        #expect(checks.filter { $0.contains("method=GET") && $0.contains("bytes_out=2 ") }.count == answers.count / 2, "\(log)")
+        #expect(!log.contains(token), "the token is in the log")
+    }
+
     /// A read whose upstream cannot be reached gets a 502 in the registry's error format from
     /// either path that answers reads (the event loop for a plain keep-alive request, the
     /// responder for one with a `Connection` header), with no credential in it or in the log.

@@ -58,8 +58,8 @@ struct ProxyStreamingTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/pipelined.py")
         // Reads answered on the event loop (some slow upstream; manifest GETs with bodies of several
-        // reads), mixed with requests the responder answers at once: the proxy's own `/v2/`, a
-        // refused connector, a blob GET.
+        // reads), mixed with the proxy's own `/v2/`, answered at once on the event loop too, and a
+        // refused connector, which the responder answers.
         let output = try runCommand("/usr/bin/env", [
             "python3", script.path, proxy.host, "HEAD:\(slow)", "GET:\(prefix)/", "GET:\(slowManifest)", "HEAD:\(slow)",
             "GET:/v2/namespaces/team-a/connectors/nope/plain/app/blobs/\(Self.digest)", "HEAD:\(plain)", "GET:\(plain)",
