@@ -618,7 +618,7 @@ final class RequestLog: Sendable {
         guard let snapshot, logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - started
         var metadata: Logger.Metadata = [
-            "request_id": "\(String(UUID().uuidString.prefix(8)).lowercased())", "method": "\(method)", "status": "\(status)",
+            "request_id": "\(RequestID.next())", "method": "\(method)", "status": "\(status)",
             "connector": "\(snapshot.connector ?? "-")", "repository": "\(snapshot.repository ?? "-")",
             "endpoint": "\(snapshot.endpoint ?? "-")", "bytes_in": "\(bytesIn.value)", "bytes_out": "\(bytesOut.value)",
             "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",

@@ -183,6 +183,12 @@ struct ProxyEndToEndTests {
         #expect(checks.filter { $0.contains("connector=team-a/up ") }.count == answers.count / 2, "\(log)")
         #expect(checks.filter { $0.contains("method=GET") && $0.contains("bytes_out=2 ") }.count == answers.count / 2, "\(log)")
         #expect(!log.contains(token), "the token is in the log")
+        // The line's shape, as swift-log's StreamLogHandler writes it, fields sorted.
+        let shape = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} info oci-connector-proxy: bytes_in=0 bytes_out=2 connector=- duration_ms=\d+ endpoint=\/ method=GET repository=- request_id=(?<id>[0-9a-f]{8}) status=200 \[OCIConnectorProxy\] request$/
+        let shaped = checks.compactMap { $0.wholeMatch(of: shape) }
+        #expect(shaped.count == 2, "\(checks)")
+        let ids = log.split(separator: "\n").compactMap { $0.firstMatch(of: #/request_id=([0-9a-f]{8}) /#)?.1 }
+        #expect(ids.count > answers.count && Set(ids).count == ids.count, "\(ids)")
     }
 
     /// A read whose upstream cannot be reached gets a 502 in the registry's error format from
