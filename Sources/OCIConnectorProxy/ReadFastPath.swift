@@ -55,6 +55,14 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         let log: RequestLog
     }
 
+    /// What this handler does with a request it answers itself.
+    enum Work {
+        /// Relays a read of a manifest or blob.
+        case read(Plan)
+        /// Answers the `/v2/` version check, logging it here.
+        case versionCheck(RequestLog)
+    }
+
     /// The upstream's `Authorization` for a read: at hand, or to be asked for (a token request,
     /// or finding out how the upstream authenticates) for these scopes.
     enum UpstreamAuthorization {
@@ -163,13 +171,14 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case (.head(let request), .none):
             requestEnded = false
             responseEnded = false
-            if let plan = proxy.readPlan(for: request) {
+            switch proxy.fastPathWork(for: request) {
+            case .read(let plan):
                 exchange = .serving(request)
                 serve(plan, context: context)
-            } else if let log = proxy.versionCheckLog(for: request) {
+            case .versionCheck(let log):
                 exchange = .serving(request)
                 answerVersionCheck(request.method, log: log, context: context)
-            } else {
+            case nil:
                 exchange = .passed
                 passOn(part, context: context)
             }
@@ -454,23 +463,33 @@ private final class Discard: BlobBodySink {
 }
 
 extension ConnectorProxy {
-    /// The plan for serving `request` on the event loop, or `nil` when the responder must: it is
-    /// not a plain `HEAD` or `GET` of a manifest or blob, its token is missing or not allowed, or
-    /// it is a blob read from an upstream whose redirects the responder has to follow.
-    func readPlan(for request: HTTPRequestHead) -> ReadFastPath.Plan? {
+    /// What ``ReadFastPath`` does with `request` itself, or `nil` when the responder must answer
+    /// it: it is not a plain HTTP/1.1 keep-alive `HEAD` or `GET` (no query, no escapes) of a
+    /// manifest, a blob or `/v2/`, its token is missing or does not allow pulling through the
+    /// connector (the responder explains why), or it is a blob read from an upstream whose
+    /// redirects the responder has to follow.
+    func fastPathWork(for request: HTTPRequestHead) -> ReadFastPath.Work? {
         guard request.method == .HEAD || request.method == .GET,
               // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
               request.version == .http1_1, !request.headers.contains(name: "Connection"),
               !request.uri.utf8.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "%") })
         else { return nil }
         let host = request.headers.first(name: "Host") ?? "localhost"
-        guard let destination = try? destination(host: host, path: request.uri), let connector = destination.connector,
-              case .repository(let repository, let endpoint) = destination.route else { return nil }
-        switch endpoint {
-        case .manifest, .blob: break
-        default: return nil
+        guard let destination = try? destination(host: host, path: request.uri) else { return nil }
+        switch destination.route {
+        case .repository(let repository, .manifest), .repository(let repository, .blob):
+            return readPlan(for: request, host: host, destination: destination, repository: repository).map { .read($0) }
+        case .base:
+            return versionCheckLog(for: request, destination: destination).map { .versionCheck($0) }
+        default:
+            return nil
         }
-        guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
+    }
+
+    /// The plan for a read of `repository`'s manifest or blob.
+    private func readPlan(for request: HTTPRequestHead, host: String, destination: Destination, repository: String) -> ReadFastPath.Plan? {
+        guard let connector = destination.connector, case .repository(_, let endpoint) = destination.route,
+              let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
               claims.allows(connector: connector.description, action: "pull", repository: repository),
               let upstream = upstreams[connector] else { return nil }
         let isBlob = if case .blob = endpoint { true } else { false }
@@ -487,18 +506,11 @@ extension ConnectorProxy {
                                  headers: headers, authorization: authorization, isBlob: isBlob, host: host, prefix: destination.prefix, log: log)
     }
 
-    /// The log of a `GET` or `HEAD` of `/v2/` (or of a connector's `/v2/` in either form) that
-    /// may be answered at once, as the responder would: the version check clients send before a
-    /// pull or a push, with a valid token allowed to pull through the connector it names. `nil`
-    /// for anything else, invalid tokens included (the responder explains those).
-    func versionCheckLog(for request: HTTPRequestHead) -> RequestLog? {
-        guard request.method == .GET || request.method == .HEAD, request.version == .http1_1,
-              request.uri.utf8.last == UInt8(ascii: "/"), !request.headers.contains(name: "Connection")
-        else { return nil }
-        let host = request.headers.first(name: "Host") ?? "localhost"
-        guard let destination = try? destination(host: host, path: request.uri), destination.route == .base,
-              let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization"))
-        else { return nil }
+    /// The log of `/v2/` (or of a connector's `/v2/`, in either form), the version check clients
+    /// send before a pull or a push, answered as the responder would: for a valid token that
+    /// may pull through the connector named, if any.
+    private func versionCheckLog(for request: HTTPRequestHead, destination: Destination) -> RequestLog? {
+        guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")) else { return nil }
         if let connector = destination.connector {
             guard claims.allows(connector: connector.description, action: "pull", repository: nil),
                   upstreams[connector] != nil else { return nil }
