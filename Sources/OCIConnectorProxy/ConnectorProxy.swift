@@ -147,11 +147,11 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     }
 
     /// The HTTP/1.1 server for this proxy: ``http1Server`` plus a channel handler, right after
-    /// NIO's HTTP/1 decoder, that answers `HEAD` and `GET` of manifests and blobs on the event
-    /// loop (a third to two fifths less CPU per request; Performance.md), and `/v2/` for a valid
-    /// token (half the CPU). What it cannot finish
-    /// goes on to Hummingbird and ``respond(to:context:)``, which is given at most two request
-    /// parts ahead (Hummingbird's default is ten): a push waiting on the registry holds less.
+    /// NIO's HTTP/1 decoder, that answers `HEAD` and `GET` of manifests, blobs, tag lists and
+    /// referrers on the event loop (a third to two fifths less CPU per request; Performance.md),
+    /// and `/v2/` for a valid token (half the CPU). What it cannot finish goes on to Hummingbird
+    /// and ``respond(to:context:)``, which is given at most two request parts ahead
+    /// (Hummingbird's default is ten): a push waiting on the registry holds less.
     public var server: HTTPServerBuilder {
         let proxy = self
         return HTTPServerBuilder { responder in

@@ -9,8 +9,9 @@ import OCIAuth
 import OCIBlobForwarder
 import OCIReference
 
-/// Answers `HEAD` and `GET` of manifests and blobs on the connection's event loop, without a
-/// task per request, and the `/v2/` version check for a valid token; every other request, and
+/// Answers `HEAD` and `GET` of manifests, blobs, tag lists and referrers on the connection's
+/// event loop, without a task per request, and the `/v2/` version check for a valid token
+/// (a first page of tags or referrers only: queries go to the responder); every other request, and
 /// every read it cannot finish on its own, goes on to the ``ConnectorProxy`` responder as before.
 ///
 /// `HEAD` and `GET` of a manifest are what container runtimes send most ("what digest is this tag
@@ -465,7 +466,7 @@ private final class Discard: BlobBodySink {
 extension ConnectorProxy {
     /// What ``ReadFastPath`` does with `request` itself, or `nil` when the responder must answer
     /// it: it is not a plain HTTP/1.1 keep-alive `HEAD` or `GET` (no query, no escapes) of a
-    /// manifest, a blob or `/v2/`, its token is missing or does not allow pulling through the
+    /// manifest, a blob, a tag list, referrers or `/v2/`, its token is missing or does not allow pulling through the
     /// connector (the responder explains why), or it is a blob read from an upstream whose
     /// redirects the responder has to follow.
     func fastPathWork(for request: HTTPRequestHead) -> ReadFastPath.Work? {
@@ -477,7 +478,8 @@ extension ConnectorProxy {
         let host = request.headers.first(name: "Host") ?? "localhost"
         guard let destination = try? destination(host: host, path: request.uri) else { return nil }
         switch destination.route {
-        case .repository(let repository, .manifest), .repository(let repository, .blob):
+        case .repository(let repository, .manifest), .repository(let repository, .blob),
+             .repository(let repository, .tagList), .repository(let repository, .referrers):
             return readPlan(for: request, host: host, destination: destination, repository: repository).map { .read($0) }
         case .base:
             return versionCheckLog(for: request, destination: destination).map { .versionCheck($0) }
@@ -486,7 +488,7 @@ extension ConnectorProxy {
         }
     }
 
-    /// The plan for a read of `repository`'s manifest or blob.
+    /// The plan for a read of `repository`'s manifest, blob, tag list or referrers.
     private func readPlan(for request: HTTPRequestHead, host: String, destination: Destination, repository: String) -> ReadFastPath.Plan? {
         guard let connector = destination.connector, case .repository(_, let endpoint) = destination.route,
               let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),

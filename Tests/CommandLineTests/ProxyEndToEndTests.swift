@@ -315,6 +315,18 @@ struct ProxyEndToEndTests {
                 #expect(read.body == (method == "GET" ? image.manifest : Data()))
             }
         }
+        // Tag lists and referrers too, with the same answer from either path (a `Connection`
+        // header sends a request to the responder).
+        for endpoint in ["tags/list", "referrers/\(image.manifestDigest)"] {
+            let answers = try [[:], ["Connection": "keep-alive"]].map { headers in
+                try Curl.request("GET", "\(base)/e2e/mount-src/\(endpoint)", headers: headers, token: token)
+            }
+            #expect(answers[0].status == answers[1].status && answers[0].body == answers[1].body, "\(endpoint)")
+            #expect(answers[0].header("Content-Type") == answers[1].header("Content-Type"), "\(endpoint)")
+            if endpoint == "tags/list" { #expect(answers[0].status == 200 && answers[0].text.contains(#""v1""#), "\(answers[0].text)") }
+        }
+        let otherRepository = try Curl.request("GET", "\(base)/e2e/mount-src/tags/list", token: proxy.token(repository: "e2e/other"))
+        #expect(otherRepository.status == 403, "\(otherRepository.text)")
         for method in ["HEAD", "GET"] {
             let missing = try Curl.request(method, "\(base)/e2e/mount-src/manifests/nope", token: token)
             #expect(missing.status == 404)

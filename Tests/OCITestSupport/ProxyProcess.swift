@@ -65,10 +65,10 @@ public final class ProxyProcess: Sendable {
 
     /// Mints a token with `oci-connector-config token`.
     public func token(connector: String = "team-a/up", actions: String = "pull,push,delete", ttl: String = "30m",
-                      signingKey: String? = nil) throws -> String {
+                      signingKey: String? = nil, repository: String? = nil) throws -> String {
         try runCommand(binDirectory.appendingPathComponent("oci-connector-config").path, [
             "token", "--connector", connector, "--actions", actions, "--ttl", ttl, "--signing-key", signingKey ?? self.signingKey,
-        ]).trimmingCharacters(in: .whitespacesAndNewlines)
+        ] + (repository.map { ["--repository", $0] } ?? [])).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The proxy's peak resident memory so far, in KiB.
