@@ -9,10 +9,10 @@ import OCIAuth
 import OCIBlobForwarder
 import OCIReference
 
-/// Answers `HEAD` and `GET` of manifests, blobs, tag lists and referrers on the connection's
-/// event loop, without a task per request, and the `/v2/` version check for a valid token
-/// (a first page of tags or referrers only: queries go to the responder); every other request, and
-/// every read it cannot finish on its own, goes on to the ``ConnectorProxy`` responder as before.
+/// Answers `HEAD` and `GET` of manifests, blobs, tag lists and referrers (their first page:
+/// queries go to the responder) on the connection's event loop, without a task per request, and
+/// the `/v2/` version check for a valid token; every other request, and every read it cannot
+/// finish on its own, goes on to the ``ConnectorProxy`` responder as before.
 ///
 /// `HEAD` and `GET` of a manifest are what container runtimes send most ("what digest is this tag
 /// now?", then the manifest itself), and through the responder each cost three to four times
@@ -58,7 +58,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// What this handler does with a request it answers itself.
     enum Work {
-        /// Relays a read of a manifest or blob.
+        /// Relays a read of a manifest, a blob, a tag list or referrers.
         case read(Plan)
         /// Answers the `/v2/` version check, logging it here.
         case versionCheck(RequestLog)
@@ -466,9 +466,9 @@ private final class Discard: BlobBodySink {
 extension ConnectorProxy {
     /// What ``ReadFastPath`` does with `request` itself, or `nil` when the responder must answer
     /// it: it is not a plain HTTP/1.1 keep-alive `HEAD` or `GET` (no query, no escapes) of a
-    /// manifest, a blob, a tag list, referrers or `/v2/`, its token is missing or does not allow pulling through the
-    /// connector (the responder explains why), or it is a blob read from an upstream whose
-    /// redirects the responder has to follow.
+    /// manifest, a blob, a tag list, referrers or `/v2/`, its token is missing or does not allow
+    /// pulling through the connector (the responder explains why), or it is a blob read from an
+    /// upstream whose redirects the responder has to follow.
     func fastPathWork(for request: HTTPRequestHead) -> ReadFastPath.Work? {
         guard request.method == .HEAD || request.method == .GET,
               // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
