@@ -401,6 +401,7 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
         # A push is as fast as the registry can take it in: its own CPU per GiB (hashing, writing)
         # is measured too, since it depends on how the bytes arrive.
         blob_registry = [self.registry_pids[authed]]
+        gib = self.size / (1 << 30)
         for round_index in range(args.rounds):
             order = list(paths) if round_index % 2 == 0 else list(reversed(paths))
             for name in order:
@@ -408,9 +409,8 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
                 before = cpu_seconds(path["pids"])
                 row.setdefault("pull_1", []).append(self.pull(path, 1))
                 if path["pids"]:  # Direct: no server in front to measure.
-                    row.setdefault("cpu_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                    row.setdefault("cpu_pull", []).append((cpu_seconds(path["pids"]) - before) / gib)
                 row.setdefault("pull_8", []).append(self.pull(path, 8))
-                gib = self.size / (1 << 30)
                 before, registry_before = cpu_seconds(path["pids"]), cpu_seconds(blob_registry)
                 row.setdefault("push_mono", []).append(self.push(path, f"bench/push-{name}-{round_index}", False))
                 row.setdefault("registry_cpu_push", []).append((cpu_seconds(blob_registry) - registry_before) / gib)
@@ -424,7 +424,7 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
                     before = cpu_seconds(path["pids"])
                     row.setdefault("secure_pull_1", []).append(self.pull(path, 1))
                     if path["pids"]:
-                        row.setdefault("cpu_secure_pull", []).append((cpu_seconds(path["pids"]) - before) / (self.size / (1 << 30)))
+                        row.setdefault("cpu_secure_pull", []).append((cpu_seconds(path["pids"]) - before) / gib)
                     row.setdefault("secure_pull_8", []).append(self.pull(path, 8))
 
         # Manifest latency, against the anonymous registry (its htpasswd check costs ~2.5 ms a

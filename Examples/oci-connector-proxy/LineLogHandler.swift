@@ -47,8 +47,8 @@ struct LineLogHandler: LogHandler {
         let message = "\(event.message)"
         let source = event.source
         let level = event.level.rawValue
-        Self.output.withLock { clock in
-            var line = clock.timestamp()
+        Self.output.withLock { timestamp in
+            var line = timestamp.text()
             line.reserveCapacity(line.utf8.count + fields.utf8.count + label.utf8.count + source.utf8.count + message.utf8.count + 16)
             line += " "
             line += level
@@ -66,24 +66,24 @@ struct LineLogHandler: LogHandler {
     }
 
     /// Keeps lines from different threads whole, and the timestamp of the current second.
-    private static let output = Mutex(Clock())
+    private static let output = Mutex(SecondTimestamp())
 
     /// The local time of the current second, as `StreamLogHandler` writes it.
-    struct Clock {
+    struct SecondTimestamp {
         private var second = time_t(-1)
-        private var text = ""
+        private var formatted = ""
 
-        mutating func timestamp() -> String {
+        mutating func text() -> String {
             var now = time(nil)
             if now != second {
                 var local = tm()
                 localtime_r(&now, &local)
                 var buffer = [CChar](repeating: 0, count: 64)
                 let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &local)
-                text = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                formatted = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 second = now
             }
-            return text
+            return formatted
         }
     }
 

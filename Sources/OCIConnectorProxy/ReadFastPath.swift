@@ -478,9 +478,8 @@ extension ConnectorProxy {
         let host = request.headers.first(name: "Host") ?? "localhost"
         guard let destination = try? destination(host: host, path: request.uri) else { return nil }
         switch destination.route {
-        case .repository(let repository, .manifest), .repository(let repository, .blob),
-             .repository(let repository, .tagList), .repository(let repository, .referrers):
-            return readPlan(for: request, host: host, destination: destination, repository: repository).map { .read($0) }
+        case .repository(_, .manifest), .repository(_, .blob), .repository(_, .tagList), .repository(_, .referrers):
+            return readPlan(for: request, host: host, destination: destination).map { .read($0) }
         case .base:
             return versionCheckLog(for: request, destination: destination).map { .versionCheck($0) }
         default:
@@ -488,9 +487,9 @@ extension ConnectorProxy {
         }
     }
 
-    /// The plan for a read of `repository`'s manifest, blob, tag list or referrers.
-    private func readPlan(for request: HTTPRequestHead, host: String, destination: Destination, repository: String) -> ReadFastPath.Plan? {
-        guard let connector = destination.connector, case .repository(_, let endpoint) = destination.route,
+    /// The plan for a read of a repository's manifest, blob, tag list or referrers.
+    private func readPlan(for request: HTTPRequestHead, host: String, destination: Destination) -> ReadFastPath.Plan? {
+        guard let connector = destination.connector, case .repository(let repository, let endpoint) = destination.route,
               let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
               claims.allows(connector: connector.description, action: "pull", repository: repository),
               let upstream = upstreams[connector] else { return nil }
