@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""What a manifest `HEAD` costs a relay on SwiftNIO at the least, beside nginx and the proxy.
+
+An upstream that costs almost nothing (nginx serving a manifest from a file) keeps the registry
+out of the figures. In front of it, in alternating rounds of `curl --parallel` over 8 keep-alive
+connections: nginx relaying with an injected `Authorization` (as the end-to-end harness sets it
+up), the proxy, and `relay-floor relay-raw`; and, answering `/v2/` themselves, nginx, the proxy,
+`relay-floor static-raw` and `static-codec`. Prints each one's CPU per request (user and system,
+from the scheduler's accounting) and requests/s. About 3 minutes; cleans up after itself.
+Run from the repository root, after `swift build -c release` there:
+
+    (cd Benchmarks/RelayFloor && swift build -c release) && python3 Benchmarks/RelayFloor/run.py
+"""
+import argparse
+import base64
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "EndToEnd"))
+import bench as B  # noqa: E402  (free_port, wait_port)
+
+MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}'
+DIGEST = "sha256:" + __import__("hashlib").sha256(MANIFEST).hexdigest()
+
+
+def ticks(pids):
+    """User and system CPU seconds of `pids`, from /proc/PID/task/*/stat."""
+    user = system = 0
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            fields = open(f"/proc/{pid}/task/{task}/stat").read().rsplit(")", 1)[1].split()
+            user, system = user + int(fields[11]), system + int(fields[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return user / hz, system / hz
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    root = os.path.abspath(os.path.join(HERE, "..", ".."))
+    parser.add_argument("--proxy-bin", default=os.path.join(root, ".build/release/oci-connector-proxy"))
+    parser.add_argument("--config-bin", default=os.path.join(root, ".build/release/oci-connector-config"))
+    parser.add_argument("--floor-bin", default=os.path.join(HERE, ".build/release/relay-floor"))
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=6)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="relay-floor-")
+    os.chmod(work, 0o755)  # nginx's workers read the manifest file as another user
+    processes = []
+
+    def start(argv):
+        processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return processes[-1]
+
+    try:
+        upstream, relay, proxy_port = B.free_port(), B.free_port(), B.free_port()
+        floor = {name: B.free_port() for name in ("relay-raw", "static-raw", "static-codec")}
+        open(os.path.join(work, "manifest.json"), "wb").write(MANIFEST)
+        temp = " ".join(f"{kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        version = 'add_header Docker-Distribution-Api-Version registry/2.0;'
+        basic = base64.b64encode(b"bench:bench-secret").decode()
+        open(os.path.join(work, "nginx.conf"), "w").write(f"""
+worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err error;
+events {{ worker_connections 1024; }}
+http {{ access_log off; {temp}
+  upstream registry {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+  server {{ listen 127.0.0.1:{upstream};
+    location = /v2/ {{ default_type application/json; {version} return 200 "{{}}"; }}
+    location = /v2/bench/small/manifests/v1 {{ alias {work}/manifest.json; default_type application/vnd.oci.image.manifest.v1+json;
+      add_header Docker-Content-Digest {DIGEST}; {version} add_header Etag '"{DIGEST}"'; add_header X-Content-Type-Options nosniff; }} }}
+  server {{ listen 127.0.0.1:{relay};
+    location = /v2/ {{ default_type application/json; {version} return 200 "{{}}"; }}
+    location /v2/ {{ proxy_pass http://registry; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Authorization "Basic {basic}"; proxy_buffering off; proxy_request_buffering off; }} }} }}
+""")
+        nginx = start(["nginx", "-c", os.path.join(work, "nginx.conf")])
+        keys = os.path.join(work, "keys")
+        subprocess.check_call([args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
+        open(os.path.join(work, "connectors.yaml"), "w").write(
+            f'kind: Connector\nmetadata: {{name: cheap, namespace: bench}}\nspec: {{address: "http://127.0.0.1:{upstream}"}}\n')
+        proxy = start([args.proxy_bin, "--connectors", os.path.join(work, "connectors.yaml"), "--listen", f"127.0.0.1:{proxy_port}",
+                       "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
+        prefix = "/namespaces/bench/connectors/cheap"
+        floors = {name: start([args.floor_bin, name, str(port), str(upstream), prefix]) for name, port in floor.items()}
+        for port in [upstream, relay, proxy_port, *floor.values()]:
+            B.wait_port(port)
+        token = subprocess.check_output([args.config_bin, "token", "--connector", "bench/cheap", "--actions", "pull", "--ttl", "1h",
+                                         "--signing-key", f"{keys}/signing-key.jwk"], text=True).strip()
+        auth = "Basic " + base64.b64encode(f"bench:{token}".encode()).decode()
+        manifest = "/bench/small/manifests/v1"
+        nginx_pids = [nginx.pid] + [int(p) for p in subprocess.check_output(["pgrep", "-P", str(nginx.pid)], text=True).split()]
+        cells = {
+            "HEAD relayed: nginx": (relay, "/v2" + manifest, nginx_pids),
+            "HEAD relayed: proxy": (proxy_port, "/v2" + prefix + manifest, [proxy.pid]),
+            "HEAD relayed: relay-raw": (floor["relay-raw"], "/v2" + prefix + manifest, [floors["relay-raw"].pid]),
+            "/v2/ answered: nginx": (relay, "/v2/", nginx_pids),
+            "/v2/ answered: proxy": (proxy_port, "/v2/", [proxy.pid]),
+            "/v2/ answered: static-raw": (floor["static-raw"], "/v2/", [floors["static-raw"].pid]),
+            "/v2/ answered: static-codec": (floor["static-codec"], "/v2/", [floors["static-codec"].pid]),
+        }
+        results = {name: [] for name in cells}
+        for round in range(args.rounds + 1):  # the first round warms up and is not counted
+            for name in (list(cells) if round % 2 == 0 else list(reversed(cells))):
+                port, path, pids = cells[name]
+                config = os.path.join(work, f"{port}{path.replace('/', '_')}.cfg")
+                if not os.path.exists(config):
+                    open(config, "w").write(f'url = "http://127.0.0.1:{port}{path}"\noutput = "/dev/null"\n' * args.requests)
+                argv = ["curl", "-s", "--parallel", "--parallel-max", "8", "-K", config, "-I", "-H", f"Authorization: {auth}",
+                        "-H", "Accept: application/vnd.oci.image.manifest.v1+json", "-w", "%{http_code}\\n"]
+                (user0, system0), start_time = ticks(pids), time.perf_counter()
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+                elapsed, (user1, system1) = time.perf_counter() - start_time, ticks(pids)
+                codes = out.split()
+                assert len(codes) == args.requests and set(codes) == {"200"}, (name, set(codes))
+                if round:
+                    results[name].append(((user1 - user0) / args.requests * 1e6, (system1 - system0) / args.requests * 1e6,
+                                          args.requests / elapsed))
+        print("| server | CPU µs per request | user | system | requests/s |")
+        print("|---|---:|---:|---:|---:|")
+        for name, rows in results.items():
+            user, system = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+            total = statistics.median(r[0] + r[1] for r in rows)
+            print(f"| {name} | {total:.0f} | {user:.0f} | {system:.0f} | {statistics.median(r[2] for r in rows):.0f} |")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
