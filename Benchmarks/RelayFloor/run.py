@@ -14,6 +14,7 @@ Run from the repository root, after `swift build -c release` there:
 """
 import argparse
 import base64
+import hashlib
 import os
 import shutil
 import statistics
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "EndToEnd"))
 import bench as B  # noqa: E402  (free_port, wait_port)
 
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}'
-DIGEST = "sha256:" + __import__("hashlib").sha256(MANIFEST).hexdigest()
+DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 
 def ticks(pids):
