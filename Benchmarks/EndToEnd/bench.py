@@ -86,6 +86,16 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
+def nginx_relay_directives(tuned):
+    """What each nginx location that relays to a registry says: streaming both ways, keep-alive
+    upstream connections, long timeouts, and with `tuned` larger buffers, sendfile and nodelay."""
+    buffers = ("proxy_buffer_size 256k; proxy_buffers 8 256k; proxy_busy_buffers_size 512k;"
+               " sendfile on; tcp_nodelay on;") if tuned else ""
+    return ("proxy_buffering off; proxy_request_buffering off; client_max_body_size 0;"
+            " proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;"
+            f" proxy_read_timeout 600s; proxy_send_timeout 600s; {buffers}")
+
+
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -202,12 +212,7 @@ class Bench:
         three ports and the process."""
         port, anonymous, secure = free_port(), free_port(), free_port()
         basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        buffers = ("proxy_buffer_size 256k; proxy_buffers 8 256k; proxy_busy_buffers_size 512k;"
-                   " sendfile on; tcp_nodelay on;") if tuned else ""
-        location = (
-            "proxy_buffering off; proxy_request_buffering off; client_max_body_size 0;"
-            " proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $http_host;"
-            f" proxy_read_timeout 600s; proxy_send_timeout 600s; {buffers}")
+        location = nginx_relay_directives(tuned)
         config = os.path.join(self.work, f"{name}.conf")
         open(config, "w").write(f"""
 worker_processes 2; daemon off; pid {self.work}/{name}.pid; error_log {self.work}/{name}.err error;

@@ -25,7 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "EndToEnd"))
-import bench as B  # noqa: E402  (free_port, wait_port)
+import bench as B  # noqa: E402  (free_port, wait_port, nginx_relay_directives)
 
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -66,19 +66,19 @@ def main():
         temp = " ".join(f"{kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         version = 'add_header Docker-Distribution-Api-Version registry/2.0;'
         basic = base64.b64encode(b"bench:bench-secret").decode()
+        relaying = B.nginx_relay_directives(tuned=True)  # the end-to-end harness's tuned nginx
         open(os.path.join(work, "nginx.conf"), "w").write(f"""
 worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err error;
 events {{ worker_connections 1024; }}
 http {{ access_log off; {temp}
-  upstream registry {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+  upstream registry {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   server {{ listen 127.0.0.1:{upstream};
     location = /v2/ {{ default_type application/json; {version} return 200 "{{}}"; }}
     location = /v2/bench/small/manifests/v1 {{ alias {work}/manifest.json; default_type application/vnd.oci.image.manifest.v1+json;
       add_header Docker-Content-Digest {DIGEST}; {version} add_header Etag '"{DIGEST}"'; add_header X-Content-Type-Options nosniff; }} }}
   server {{ listen 127.0.0.1:{relay};
     location = /v2/ {{ default_type application/json; {version} return 200 "{{}}"; }}
-    location /v2/ {{ proxy_pass http://registry; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Authorization "Basic {basic}"; proxy_buffering off; proxy_request_buffering off; }} }} }}
+    location /v2/ {{ proxy_pass http://registry; proxy_set_header Authorization "Basic {basic}"; {relaying} }} }} }}
 """)
         nginx = start(["nginx", "-c", os.path.join(work, "nginx.conf")])
         keys = os.path.join(work, "keys")
