@@ -26,6 +26,29 @@ final class ClientAuthenticator: Sendable {
         try claims(authorization: request.headers[.authorization], now: now)
     }
 
+    /// The header a connection's last request verified with, and its claims.
+    struct LastVerified {
+        let header: String
+        let claims: ProxyTokenClaims
+    }
+
+    /// ``claims(authorization:now:)`` for a connection whose requests repeat one header: one
+    /// that equals `last`'s is not looked up again (hashing a JWT of several hundred bytes and
+    /// taking the lock cost more than comparing it), but its validity period is still checked.
+    func claims(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
+        if let last, let header, header == last.header {
+            do {
+                try last.claims.checkValidity(at: now)
+            } catch {
+                throw Self.unauthorized("invalid proxy token: \(error.reason)")
+            }
+            return last.claims
+        }
+        let claims = try claims(authorization: header, now: now)
+        if let header { last = LastVerified(header: header, claims: claims) }
+        return claims
+    }
+
     /// The claims of the token in an `Authorization` header value, or a 401.
     func claims(authorization header: String?, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
         guard let header, !header.isEmpty else {

@@ -54,6 +54,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         /// origin, a second redirect, or a location the event loop does not take): later blob
         /// reads then go straight to the responder instead of being sent upstream twice.
         let handsOnRedirects = Flag()
+        /// The connector's `namespace/name`, as tokens name it, and its repository prefix in the
+        /// path form: made once, not for every read.
+        let name: String
+        let pathPrefix: String
 
         /// The upstream could not be reached or answered nonsense.
         func unavailable(_ reason: String) -> RegistryErrorResponse {
@@ -120,7 +124,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                     client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
                     http: transport.http, reads: registry.reads,
                     passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
-                    storage: registry.storage)
+                    storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id))
             }
         } catch {
             // An HTTP client must be shut down before it goes.
@@ -185,17 +189,22 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     struct Destination {
         let connector: ConnectorID?
         let route: RegistryRoute
-        let prefix: String
+        /// Whether the connector is named in the path (`/v2/namespaces/NS/connectors/NAME/…`).
+        let inPath: Bool
+
+        /// The repository prefix the client's paths carry: empty in the host form.
+        var prefix: String {
+            inPath ? connector.map(ConnectorProxyAddress.repositoryPrefix(for:)) ?? "" : ""
+        }
     }
 
     func destination(host: String, path: String) throws(RegistryErrorResponse) -> Destination {
         do {
             if let pattern = configuration.hostPattern, let id = pattern.connector(forHost: host) {
-                return Destination(connector: id, route: try RegistryRoute(path: path), prefix: "")
+                return Destination(connector: id, route: try RegistryRoute(path: path), inPath: false)
             }
             let split = try ConnectorRoute(pathFormPath: path)
-            return Destination(connector: split.connector, route: split.route,
-                               prefix: split.connector.map(ConnectorProxyAddress.repositoryPrefix(for:)) ?? "")
+            return Destination(connector: split.connector, route: split.route, inPath: true)
         } catch {
             throw Self.routeError(error)
         }
@@ -528,7 +537,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     static func forwardableHeaders(_ fields: HTTPHeaders) -> HTTPHeaders {
         var headers = HTTPHeaders()
         guard let connection = fields.first(name: "Connection") else {
-            // The usual case, and the read fast path's only one: no names to lowercase.
+            // The usual case, and the read fast path's only one: no names to lowercase, and room
+            // for all but the hop-by-hop ones, made once (with `Authorization`, added later).
+            headers.reserveCapacity(fields.count)
             for (name, value) in fields where !HeaderRewriter.isHopByHop(name) {
                 headers.add(name: name, value: value)
             }

@@ -105,6 +105,8 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var passedOnSinceReadComplete = false
     /// The `Date` of answers written here.
     private var date = HTTPDate.Cache()
+    /// The proxy token this connection's last request verified with.
+    private var lastVerified: ClientAuthenticator.LastVerified?
 
     init(proxy: ConnectorProxy) {
         self.proxy = proxy
@@ -172,7 +174,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case (.head(let request), .none):
             requestEnded = false
             responseEnded = false
-            switch proxy.fastPathWork(for: request) {
+            switch proxy.fastPathWork(for: request, lastVerified: &lastVerified) {
             case .read(let plan):
                 exchange = .serving(request)
                 serve(plan, context: context)
@@ -320,6 +322,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var headers = HTTPHeaders()
+        headers.reserveCapacity(response.head.headers.count)  // All but hop-by-hop ones, and a length.
         ConnectorProxy.forEachClientHeader(response.head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream) {
             headers.add(name: $0, value: $1)
         }
@@ -469,7 +472,7 @@ extension ConnectorProxy {
     /// manifest, a blob, a tag list, referrers or `/v2/`, its token is missing or does not allow
     /// pulling through the connector (the responder explains why), or it is a blob read from an
     /// upstream whose redirects the responder has to follow.
-    func fastPathWork(for request: HTTPRequestHead) -> ReadFastPath.Work? {
+    func fastPathWork(for request: HTTPRequestHead, lastVerified: inout ClientAuthenticator.LastVerified?) -> ReadFastPath.Work? {
         guard request.method == .HEAD || request.method == .GET,
               // Anything but a plain HTTP/1.1 keep-alive exchange is for Hummingbird to handle.
               request.version == .http1_1, !request.headers.contains(name: "Connection"),
@@ -479,20 +482,22 @@ extension ConnectorProxy {
         guard let destination = try? destination(host: host, path: request.uri) else { return nil }
         switch destination.route {
         case .repository(_, .manifest), .repository(_, .blob), .repository(_, .tagList), .repository(_, .referrers):
-            return readPlan(for: request, host: host, destination: destination).map { .read($0) }
+            return readPlan(for: request, host: host, destination: destination, lastVerified: &lastVerified).map { .read($0) }
         case .base:
-            return versionCheckLog(for: request, destination: destination).map { .versionCheck($0) }
+            return versionCheckLog(for: request, destination: destination, lastVerified: &lastVerified).map { .versionCheck($0) }
         default:
             return nil
         }
     }
 
     /// The plan for a read of a repository's manifest, blob, tag list or referrers.
-    private func readPlan(for request: HTTPRequestHead, host: String, destination: Destination) -> ReadFastPath.Plan? {
+    private func readPlan(
+        for request: HTTPRequestHead, host: String, destination: Destination, lastVerified: inout ClientAuthenticator.LastVerified?
+    ) -> ReadFastPath.Plan? {
         guard let connector = destination.connector, case .repository(let repository, let endpoint) = destination.route,
-              let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")),
-              claims.allows(connector: connector.description, action: "pull", repository: repository),
-              let upstream = upstreams[connector] else { return nil }
+              let upstream = upstreams[connector],
+              let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization"), last: &lastVerified),
+              claims.allows(connector: upstream.name, action: "pull", repository: repository) else { return nil }
         let isBlob = if case .blob = endpoint { true } else { false }
         if isBlob, upstream.handsOnRedirects.isSet { return nil }
         let scopes = { ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil) }
@@ -500,18 +505,22 @@ extension ConnectorProxy {
             ?? .pending(scopes())
         let headers = Self.forwardableHeaders(request.headers)
         let log = RequestLog(logger: logger, method: request.method.rawValue)
-        log.connector = connector.description
+        log.connector = upstream.name
         log.repository = repository
         log.endpoint = endpoint.path
         return ReadFastPath.Plan(method: request.method, upstream: upstream, target: Self.upstreamPath(destination.route),
-                                 headers: headers, authorization: authorization, isBlob: isBlob, host: host, prefix: destination.prefix, log: log)
+                                 headers: headers, authorization: authorization, isBlob: isBlob, host: host,
+                                 prefix: destination.inPath ? upstream.pathPrefix : "", log: log)
     }
 
     /// The log of `/v2/` (or of a connector's `/v2/`, in either form), the version check clients
     /// send before a pull or a push, answered as the responder would: for a valid token that
     /// may pull through the connector named, if any.
-    private func versionCheckLog(for request: HTTPRequestHead, destination: Destination) -> RequestLog? {
-        guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization")) else { return nil }
+    private func versionCheckLog(
+        for request: HTTPRequestHead, destination: Destination, lastVerified: inout ClientAuthenticator.LastVerified?
+    ) -> RequestLog? {
+        guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization"), last: &lastVerified)
+        else { return nil }
         if let connector = destination.connector {
             guard claims.allows(connector: connector.description, action: "pull", repository: nil),
                   upstreams[connector] != nil else { return nil }

@@ -71,4 +71,29 @@ struct ClientAuthenticatorTests {
         let foreign = ProxyTokenSigner().sign(ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
         expectRefusal("signature") { () throws(RegistryErrorResponse) in try authenticator.claims(request(basic(foreign))) }
     }
+
+    @Test func aConnectionsLastTokenStillExpiresAndAnotherIsVerified() throws {
+        let authenticator = ClientAuthenticator(verifier: ProxyTokenVerifier(keys: [signer.verificationKey]))
+        let token = signer.sign(ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
+        var last: ClientAuthenticator.LastVerified?
+        let first = try authenticator.claims(authorization: basic(token), last: &last)
+        #expect(last?.claims == first)
+        #expect(try authenticator.claims(authorization: basic(token), last: &last) == first)
+        expectRefusal("expired") { () throws(RegistryErrorResponse) in
+            try authenticator.claims(authorization: basic(token), last: &last, now: Date(timeIntervalSinceNow: 120))
+        }
+        // A different header on the same connection is verified on its own, and a refused one
+        // leaves the last good one in place.
+        let foreign = ProxyTokenSigner().sign(ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
+        expectRefusal("signature") { () throws(RegistryErrorResponse) in
+            try authenticator.claims(authorization: basic(foreign), last: &last)
+        }
+        expectRefusal("authentication required") { () throws(RegistryErrorResponse) in
+            try authenticator.claims(authorization: nil, last: &last)
+        }
+        #expect(last?.header == basic(token))
+        let other = signer.sign(ProxyTokenClaims(subject: "ci", connectors: ["c/d"], actions: ["push"], lifetime: 60))
+        #expect(try authenticator.claims(authorization: "Bearer \(other)", last: &last).connectors == ["c/d"])
+        #expect(last?.header == "Bearer \(other)")
+    }
 }

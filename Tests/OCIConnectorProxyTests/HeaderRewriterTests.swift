@@ -128,4 +128,12 @@ struct HopByHopNameTests {
         #expect(HeaderRewriter.isHopByHop(name) == expected)
         #expect(HeaderRewriter.hopByHop.contains(name.lowercased()) == expected)
     }
+
+    @Test(arguments: HeaderRewriter.hopByHop.sorted())
+    func recognisesEveryNameOfTheSet(_ name: String) {
+        #expect(HeaderRewriter.isHopByHop(name))
+        #expect(HeaderRewriter.isHopByHop(name.uppercased()))
+        #expect(!HeaderRewriter.isHopByHop(name + "x"))
+        #expect(!HeaderRewriter.isHopByHop(String(name.dropLast()) + "x"))
+    }
 }
