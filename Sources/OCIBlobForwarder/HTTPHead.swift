@@ -1,0 +1,218 @@
+/// The parts of an HTTP/1.1 message head, found in its bytes without copying them.
+///
+/// A relay that only passes a head on, filtering a few header lines, need not turn every name
+/// and value into a `String`: for a manifest `HEAD` that was most of what NIO's HTTP/1 decoder
+/// and encoder cost on each of the two connections (Documentation/Performance.md). The rules are
+/// stricter than RFC 9112 allows a recipient to be: a head with anything unusual in it (a bare
+/// LF, a folded line, a control or non-ASCII byte, a space before a colon) is not scanned, so
+/// that its reader can hand the bytes to a full HTTP/1 parser, which accepts or rejects it as
+/// it always has.
+package struct HTTPHead: Sendable {
+    /// One header line: byte offsets into the head.
+    package struct Field: Sendable, Equatable {
+        /// The line, from the name's first byte to just past its CRLF.
+        package let line: Range<Int>
+        package let name: Range<Int>
+        /// The value without the whitespace around it.
+        package let value: Range<Int>
+    }
+
+    /// The first line without its CRLF: a request line or a status line.
+    package let startLine: Range<Int>
+    package let fields: [Field]
+    /// The head's length, its blank line included.
+    package let length: Int
+
+    /// The longest head scanned; a longer one is for a full parser (and its limits).
+    package static let maximumLength = 8 * 1024
+
+    /// What scanning the start of a buffer found.
+    package enum Scan: Sendable {
+        /// The head has not ended yet, and is not over ``maximumLength`` so far.
+        case incomplete
+        /// A head a full parser should see (unusual, malformed or too long).
+        case unsupported
+        case head(HTTPHead)
+    }
+
+    /// Scans the head at the start of `bytes`.
+    package static func scan(_ bytes: UnsafeRawBufferPointer) -> Scan {
+        switch endOfHead(bytes) {
+        case .incomplete: .incomplete
+        case .unsupported: .unsupported
+        case .end(let end): HTTPHead(bytes, length: end).map { .head($0) } ?? .unsupported
+        }
+    }
+
+    enum End { case incomplete, unsupported, end(Int) }
+
+    /// Where the head at the start of `bytes` ends: just past its blank line. Bytes no head
+    /// holds (a control or non-ASCII byte, a CR or LF alone) make it unsupported at once, so
+    /// that what is not HTTP/1 at all (a TLS handshake sent to a plain-text port) goes to the
+    /// full parser, which refuses it, instead of waiting here for a blank line.
+    static func endOfHead(_ bytes: UnsafeRawBufferPointer) -> End {
+        var previous: UInt8 = 0
+        for index in 0..<min(bytes.count, maximumLength) {
+            let byte = bytes[index]
+            if previous == cr, byte != lf { return .unsupported }
+            if (byte >= space && byte < 0x7F) || byte == tab {
+                // The usual byte of a head.
+            } else if byte == lf {
+                guard previous == cr else { return .unsupported }
+                if index >= 3, bytes[index - 2] == lf { return .end(index + 1) }
+            } else if byte != cr {
+                return .unsupported
+            }
+            previous = byte
+        }
+        return bytes.count >= maximumLength ? .unsupported : .incomplete
+    }
+
+    private init?(_ bytes: UnsafeRawBufferPointer, length: Int) {
+        guard let firstEnd = Self.lineEnd(bytes, from: 0, before: length), firstEnd > 0 else { return nil }
+        for index in 0..<firstEnd where !Self.isVisibleOrSpace(bytes[index]) { return nil }
+        var fields: [Field] = []
+        fields.reserveCapacity(12)
+        var start = firstEnd + 2
+        // The head ends with an empty line, at `length - 2`.
+        while start < length - 2 {
+            guard let end = Self.lineEnd(bytes, from: start, before: length) else { return nil }
+            var colon = start
+            while colon < end, Self.isTokenByte(bytes[colon]) { colon += 1 }
+            guard colon > start, colon < end, bytes[colon] == UInt8(ascii: ":") else { return nil }
+            var valueStart = colon + 1
+            while valueStart < end, bytes[valueStart] == space || bytes[valueStart] == tab { valueStart += 1 }
+            var valueEnd = end
+            while valueEnd > valueStart, bytes[valueEnd - 1] == space || bytes[valueEnd - 1] == tab { valueEnd -= 1 }
+            for index in valueStart..<valueEnd where !Self.isVisibleOrSpace(bytes[index]) && bytes[index] != tab { return nil }
+            fields.append(Field(line: start..<end + 2, name: start..<colon, value: valueStart..<valueEnd))
+            start = end + 2
+        }
+        self.startLine = 0..<firstEnd
+        self.fields = fields
+        self.length = length
+    }
+
+    /// Where the line starting at `start` ends (its CR), if it ends with CRLF before `limit`
+    /// and holds no other CR or LF.
+    private static func lineEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, before limit: Int) -> Int? {
+        var index = start
+        while index + 1 < limit {
+            let byte = bytes[index]
+            if byte == cr { return bytes[index + 1] == lf ? index : nil }
+            if byte == lf { return nil }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Whether the field's name is `lowercased` (lowercase ASCII), in any case.
+    package func name(of field: Field, in bytes: UnsafeRawBufferPointer, is lowercased: StaticString) -> Bool {
+        Self.equalsIgnoringCase(bytes, field.name, lowercased)
+    }
+
+    /// The first field named `lowercased`, if any.
+    package func field(named lowercased: StaticString, in bytes: UnsafeRawBufferPointer) -> Field? {
+        fields.first { name(of: $0, in: bytes, is: lowercased) }
+    }
+
+    /// Whether a field's name is one that describes the connection rather than the message
+    /// (RFC 9110, section 7.6.1), or one a relay sets itself: `Host`, `Authorization`,
+    /// `Content-Length`. The same names as the proxy's list of hop-by-hop headers.
+    package func isHopByHop(_ field: Field, in bytes: UnsafeRawBufferPointer) -> Bool {
+        switch field.name.count {
+        case 2: name(of: field, in: bytes, is: "te")
+        case 4: name(of: field, in: bytes, is: "host")
+        case 7: name(of: field, in: bytes, is: "trailer") || name(of: field, in: bytes, is: "upgrade")
+        case 10: name(of: field, in: bytes, is: "connection") || name(of: field, in: bytes, is: "keep-alive")
+        case 13: name(of: field, in: bytes, is: "authorization")
+        case 14: name(of: field, in: bytes, is: "content-length")
+        case 16: name(of: field, in: bytes, is: "proxy-connection")
+        case 17: name(of: field, in: bytes, is: "transfer-encoding")
+        case 18: name(of: field, in: bytes, is: "proxy-authenticate")
+        case 19: name(of: field, in: bytes, is: "proxy-authorization")
+        default: false
+        }
+    }
+
+    /// The status code of a response head: `HTTP/1.x` and three digits.
+    package func statusCode(in bytes: UnsafeRawBufferPointer) -> Int? {
+        let line = startLine
+        guard line.count >= 12, Self.startsWith(bytes, at: line.lowerBound, "HTTP/1."),
+              bytes[line.lowerBound + 7] == UInt8(ascii: "0") || bytes[line.lowerBound + 7] == UInt8(ascii: "1"),
+              bytes[line.lowerBound + 8] == space, line.count == 12 || bytes[line.lowerBound + 12] == space else { return nil }
+        var code = 0
+        for index in line.lowerBound + 9..<line.lowerBound + 12 {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            code = code * 10 + Int(digit)
+        }
+        return code >= 100 ? code : nil
+    }
+
+    /// Whether the connection may carry another exchange after this response: HTTP/1.1 without
+    /// a `close` among its `Connection` options (an HTTP/1.0 answer is taken as no).
+    package func keepsAlive(in bytes: UnsafeRawBufferPointer) -> Bool {
+        guard Self.startsWith(bytes, at: startLine.lowerBound, "HTTP/1.1 ") else { return false }
+        for field in fields where name(of: field, in: bytes, is: "connection") {
+            var start = field.value.lowerBound
+            while start < field.value.upperBound {
+                var end = start
+                while end < field.value.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
+                var (first, last) = (start, end)
+                while first < last, bytes[first] == space || bytes[first] == tab { first += 1 }
+                while last > first, bytes[last - 1] == space || bytes[last - 1] == tab { last -= 1 }
+                if last - first == 5, Self.equalsIgnoringCase(bytes, first..<last, "close") { return false }
+                start = end + 1
+            }
+        }
+        return true
+    }
+
+    /// Whether `bytes[range]` is `lowercased` (lowercase ASCII) in any case.
+    static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ lowercased: StaticString) -> Bool {
+        guard range.count == lowercased.utf8CodeUnitCount else { return false }
+        let expected = lowercased.utf8Start
+        for (offset, index) in range.enumerated() {
+            let byte = bytes[index]
+            if (byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte) != expected[offset] { return false }
+        }
+        return true
+    }
+
+    /// Whether `bytes[range]` is `text`, exactly.
+    package static func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ text: StaticString) -> Bool {
+        range.count == text.utf8CodeUnitCount && startsWith(bytes, at: range.lowerBound, text)
+    }
+
+    static func startsWith(_ bytes: UnsafeRawBufferPointer, at start: Int, _ prefix: StaticString) -> Bool {
+        let count = prefix.utf8CodeUnitCount
+        guard start + count <= bytes.count else { return false }
+        let expected = prefix.utf8Start
+        for offset in 0..<count where bytes[start + offset] != expected[offset] { return false }
+        return true
+    }
+
+    /// `tchar` of RFC 9110: what a header name or a method is made of.
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            true
+        default:
+            false
+        }
+    }
+
+    static func isVisibleOrSpace(_ byte: UInt8) -> Bool {
+        byte >= space && byte < 0x7F
+    }
+}
+
+private let cr = UInt8(ascii: "\r")
+private let lf = UInt8(ascii: "\n")
+private let space = UInt8(ascii: " ")
+private let tab = UInt8(ascii: "\t")
