@@ -70,7 +70,8 @@ public final class BlobFetcher: Sendable {
     public let host: String
     /// The port connected to.
     public let port: Int
-    private let hostHeader: String
+    /// The `Host` its requests carry.
+    package let hostHeader: String
     private let configuration: Configuration
     private let sslContext: NIOSSLContext?
     private let group: any EventLoopGroup
@@ -149,7 +150,7 @@ public final class BlobFetcher: Sendable {
     /// Sends `head` on an idle connection (one of `eventLoop`'s only, if `sameLoop`), or on a new
     /// one; once more on a new one if the idle one turns out to be closed.
     private func start<Response: Sendable>(
-        _ head: HTTPRequestHead, on eventLoop: any EventLoop, sameLoop: Bool,
+        _ head: BlobResponseHandler.Request, on eventLoop: any EventLoop, sameLoop: Bool,
         waiter: @escaping @Sendable (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         let fresh: @Sendable () -> EventLoopFuture<Response> = { [self] in
@@ -165,11 +166,23 @@ public final class BlobFetcher: Sendable {
         }
     }
 
-    private func requestHead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) -> HTTPRequestHead {
+    /// ``startRelay(_:_:headers:on:)`` for a `HEAD` whose request head the caller wrote as
+    /// bytes (with this fetcher's ``hostHeader``), answered with the response's head as bytes:
+    /// neither is turned into NIO's header types, which for a relayed manifest `HEAD` cost more
+    /// than the rest of the exchange. The same connections, reuse and retry; the future
+    /// completes on `eventLoop`. `request` must be a complete, well-formed `HEAD` request head.
+    package func startRawHead(_ request: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<RawResponseHead> {
+        start(.raw(request), on: eventLoop, sameLoop: true) { eventLoop in
+            let promise = eventLoop.makePromise(of: RawResponseHead.self)
+            return (.rawHead(promise), promise.futureResult)
+        }
+    }
+
+    private func requestHead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) -> BlobResponseHandler.Request {
         precondition(method == .GET || method == .HEAD, "BlobFetcher only reads: GET or HEAD")
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
         head.headers.replaceOrAdd(name: "Host", value: hostHeader)
-        return head
+        return .head(head)
     }
 
     /// Closes the idle connections.
@@ -200,6 +213,7 @@ public final class BlobFetcher: Sendable {
                     if let sslContext {
                         try operations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
+                    try operations.addHandler(RawHeadTap())
                     try operations.addHTTPClientHandlers()
                     try operations.addHandler(BlobResponseHandler(
                         bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout,
@@ -288,7 +302,7 @@ struct PooledConnection: Sendable {
 
     /// Sends from any thread; the future completes on the connection's event loop.
     func start<Response: Sendable>(
-        _ head: HTTPRequestHead,
+        _ head: BlobResponseHandler.Request,
         waiter: @escaping @Sendable (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         // Usually the caller already runs on the connection's event loop (the pool prefers such a
@@ -302,16 +316,12 @@ struct PooledConnection: Sendable {
 
     /// Hands the request to the connection's handler; on its event loop only.
     private func send<Response: Sendable>(
-        _ head: HTTPRequestHead,
+        _ head: BlobResponseHandler.Request,
         waiter: (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         let (waiting, response) = waiter(channel.eventLoop)
         guard handler.value.send(head, connection: self, for: waiting) else {
-            let error = BlobFetchError(.closedBeforeResponse, "the connection is gone")
-            switch waiting {
-            case .sequence(let promise): promise.fail(error)
-            case .relay(let promise): promise.fail(error)
-            }
+            waiting.fail(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
             return response
         }
         return response

@@ -37,6 +37,22 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     enum Waiter {
         case sequence(EventLoopPromise<BlobResponse>)
         case relay(EventLoopPromise<RelayedResponse>)
+        /// A `HEAD` written as bytes, its answer's head taken by the ``RawHeadTap``.
+        case rawHead(EventLoopPromise<RawResponseHead>)
+
+        func fail(_ error: BlobFetchError) {
+            switch self {
+            case .sequence(let promise): promise.fail(error)
+            case .relay(let promise): promise.fail(error)
+            case .rawHead(let promise): promise.fail(error)
+            }
+        }
+    }
+
+    /// What is sent: a request head for NIO's encoder, or a `HEAD` already in bytes.
+    enum Request: Sendable {
+        case head(HTTPRequestHead)
+        case raw(ByteBuffer)
     }
 
     private enum State {
@@ -67,6 +83,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A read the channel asked for while paused.
     private var heldRead = false
     private var context: ChannelHandlerContext?
+    private var tap: RawHeadTap?
     private var lastRead = NIODeadline.now()
     private var timer: Scheduled<Void>?
     /// Closes the connection when it has sat in the pool for the idle timeout. It stays armed
@@ -86,21 +103,33 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        tap = try? context.pipeline.syncOperations.handler(type: RawHeadTap.self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        tap = nil
     }
 
     /// Sends a request on this (idle) connection for `waiter`, which learns of the response head.
     /// Returns `false`, sending nothing, when the connection cannot take a request.
-    func send(_ head: HTTPRequestHead, connection: PooledConnection, for waiter: Waiter) -> Bool {
+    func send(_ request: Request, connection: PooledConnection, for waiter: Waiter) -> Bool {
         guard case .idle = state, let context, context.channel.isActive else { return false }
         generation += 1
         paused = false
         state = .awaitingHead(waiter, connection)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        switch request {
+        case .head(let head):
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        case .raw(let bytes):
+            guard let tap else {
+                state = .idle
+                return false
+            }
+            let generation = generation
+            tap.send(bytes) { [self] arrival in rawHeadArrived(arrival, generation) }
+        }
         lastRead = .now()
         armTimer(context)
         resumeReading(context)
@@ -161,6 +190,22 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             break
         default:
             fail(BlobFetchError(.truncated, "the upstream sent a response part out of order"))
+            close(context)
+        }
+    }
+
+    /// The answer to a `HEAD` sent as bytes: the connection is idle again unless the answer
+    /// ends it.
+    private func rawHeadArrived(_ arrival: RawHeadTap.Arrival, _ generation: Int) {
+        guard generation == self.generation, case .awaitingHead(.rawHead(let promise), let connection) = state, let context else { return }
+        lastRead = .now()
+        switch arrival {
+        case .head(let response, let trailingBytes):
+            let keepAlive = response.bytes.withUnsafeReadableBytes { response.head.keepsAlive(in: $0) } && !trailingBytes
+            complete(connection, keepAlive: keepAlive, context: context)
+            promise.succeed(response)
+        case .malformed:
+            fail(BlobFetchError(.truncated, "the upstream sent a response head that could not be read"))
             close(context)
         }
     }
@@ -269,8 +314,9 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func fail(_ error: BlobFetchError) {
         switch state {
-        case .awaitingHead(.sequence(let promise), _): promise.fail(error)
-        case .awaitingHead(.relay(let promise), _): promise.fail(error)
+        case .awaitingHead(let waiter, _):
+            tap?.cancel()
+            waiter.fail(error)
         case .streaming(let source, _, _): source.finish(error)
         case .relaying(let relay, _, _):
             state = .closed
