@@ -83,6 +83,32 @@ struct BlobFetcherTests {
         #expect(fetcher.connectionsOpened == 1)
     }
 
+    /// `HEAD`s written as bytes, between reads through the HTTP/1 codec on the same connection:
+    /// each answer is the registry's head, and the codec is where it was after them.
+    @Test func rawHeadsShareConnectionsWithCodecReads() async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 50_000)
+        let fetcher = try Self.fetcher(registry)
+        defer { Task { await fetcher.shutdown() } }
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        func rawHead(_ target: String) async throws -> (Int, String) {
+            let request = ByteBuffer(string: "HEAD \(target) HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\nUser-Agent: test\r\n\r\n")
+            let answer = try await fetcher.startRawHead(request, on: eventLoop).get()
+            return (answer.status, String(buffer: answer.bytes))
+        }
+        for _ in 0..<3 {
+            let (status, head) = try await rawHead(path)
+            #expect(status == 200)
+            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.hasSuffix("\r\n\r\n"), "\(head)")
+            #expect(head.contains("Content-Length: \(image.layer.count)\r\n"), "\(head)")
+            let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
+            #expect(data == image.layer)
+        }
+        let (missing, _) = try await rawHead(path.replacingOccurrences(of: "sha256:", with: "sha256:0"))
+        #expect(missing == 400 || missing == 404)
+        #expect(fetcher.connectionsOpened == 1)
+        #expect(fetcher.idleConnections == 1)
+    }
+
     @Test func rangeRequestsPassThrough() async throws {
         let (registry, image, path) = try await Self.seeded(layerSize: 100_000)
         let fetcher = try Self.fetcher(registry)
