@@ -173,7 +173,7 @@ let package = Package(
         .testTarget(
             name: "OCIConnectorProxyTests",
             dependencies: [
-                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference",
+                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference", "OCIBlobForwarder",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

@@ -54,6 +54,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         /// origin, a second redirect, or a location the event loop does not take): later blob
         /// reads then go straight to the responder instead of being sent upstream twice.
         let handsOnRedirects = Flag()
+        /// Set once a blob `HEAD` relayed as bytes was redirected: later ones go to the read
+        /// fast path, which follows redirects to object storage itself.
+        let redirectsBlobHeads = Flag()
         /// The connector's `namespace/name`, as tokens name it, and its repository prefix in the
         /// path form: made once, not for every read.
         let name: String

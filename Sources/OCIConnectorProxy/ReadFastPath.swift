@@ -107,6 +107,10 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var date = HTTPDate.Cache()
     /// The proxy token this connection's last request verified with.
     private var lastVerified: ClientAuthenticator.LastVerified?
+    /// The relay in front of the decoder, told when each exchange is complete.
+    weak var front: RawHeadRelay?
+    /// The next request was handed on by the ``RawHeadRelay``: it goes to the responder.
+    private var nextToResponder = false
 
     init(proxy: ConnectorProxy) {
         self.proxy = proxy
@@ -174,6 +178,12 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         case (.head(let request), .none):
             requestEnded = false
             responseEnded = false
+            if nextToResponder {
+                nextToResponder = false
+                exchange = .passed
+                passOn(part, context: context)
+                return
+            }
             switch proxy.fastPathWork(for: request, lastVerified: &lastVerified) {
             case .read(let plan):
                 exchange = .serving(request)
@@ -197,6 +207,12 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         default:
             passOn(part, context: context)
         }
+    }
+
+    /// The next request comes from the ``RawHeadRelay``, which could not finish it: it is the
+    /// responder's.
+    func passNextOn() {
+        nextToResponder = true
     }
 
     private func passOn(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
@@ -395,6 +411,7 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         endWritten = nil
+        front?.exchangeEnded()
         guard !waiting.isEmpty || heldRead else { return }
         context.eventLoop.assumeIsolated().execute { [self] in
             guard case .none = exchange, context.channel.isActive else { return }
@@ -559,7 +576,12 @@ extension ConnectorProxy {
                     withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
                 let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-                try operations.addHandler(ReadFastPath(proxy: proxy), position: .after(decoder))
+                let fastPath = ReadFastPath(proxy: proxy)
+                try operations.addHandler(fastPath, position: .after(decoder))
+                // In front of NIO's encoder and decoder (and behind TLS, if any).
+                let front = RawHeadRelay(proxy: proxy, back: fastPath)
+                fastPath.front = front
+                try operations.addHandler(front, position: .before(try operations.handler(type: HTTPResponseEncoder.self)))
                 try operations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                 try operations.addHandlers(configuration.additionalChannelHandlers())
                 try operations.addHandler(HTTPConnectionStateHandler(

@@ -1,0 +1,113 @@
+import Foundation
+import OCITestSupport
+import Testing
+
+/// Manifest and blob `HEAD`s relayed as bytes in front of the proxy's HTTP/1 parser: the client
+/// gets the registry's head as it came (less what is the connection's), and the requests around
+/// them are answered as before, in order.
+@Suite("oci-connector-proxy HEAD relayed as bytes", .serialized)
+struct RawHeadRelayTests {
+    static let accept = ["Accept": TestImage.manifestMediaType]
+
+    @Test(arguments: ProxyEndToEndTests.Upstream.allCases)
+    func headsCarryTheRegistrysAnswer(_ kind: ProxyEndToEndTests.Upstream) async throws {
+        let (proxy, registry, issuer) = try await ProxyEndToEndTests.proxy(for: kind)
+        defer { proxy.stop() }
+        let repository = "raw-\(kind)/app"
+        let image = try ProxyEndToEndTests.seed(registry, kind, issuer, repository: repository)
+        let token = try proxy.token()
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(repository)"
+        // The first read of a scope may wait for the upstream's token behind this relay; the
+        // ones after it are relayed here.
+        for _ in 0..<3 {
+            for reference in ["v1", image.manifestDigest] {
+                let head = try Curl.request("HEAD", "\(base)/manifests/\(reference)", headers: Self.accept, token: token)
+                #expect(head.status == 200)
+                #expect(head.header("Content-Length") == "\(image.manifest.count)")
+                #expect(head.header("Content-Type") == TestImage.manifestMediaType)
+                #expect(head.header("Docker-Content-Digest") == image.manifestDigest)
+                #expect(head.header("WWW-Authenticate") == nil && head.header("Connection") == nil, "\(head.headers)")
+            }
+            let blob = try Curl.request("HEAD", "\(base)/blobs/\(sha256Digest(image.layer))", token: token)
+            #expect(blob.status == 200 && blob.header("Content-Length") == "\(image.layer.count)")
+            let missing = try Curl.request("HEAD", "\(base)/manifests/nope", headers: Self.accept, token: token)
+            #expect(missing.status == 404)
+        }
+        if kind == .anonymous {
+            // The registry's header lines in its order, `Content-Length` where it put it (the
+            // responder's answer puts it last).
+            let direct = try Curl.request("HEAD", "\(registry.url)/v2/\(repository)/manifests/v1", headers: Self.accept)
+            let relayed = try Curl.request("HEAD", "\(base)/manifests/v1", headers: Self.accept, token: token)
+            let names = { (response: Curl.Response) in response.headers.map(\.0).filter { $0.lowercased() != "date" } }
+            #expect(names(relayed) == names(direct), "\(relayed.headers) against \(direct.headers)")
+        }
+
+        // Tokens that do not allow the read are refused as before, by the responder.
+        #expect(try Curl.request("HEAD", "\(base)/manifests/v1", token: proxy.token(repository: "raw-other/app")).status == 403)
+        #expect(try Curl.request("HEAD", "\(base)/manifests/v1").status == 401)
+        #expect(try Curl.request("HEAD", "\(base)/manifests/v1", token: proxy.token(actions: "push")).status == 403)
+
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("connector=team-a/up duration_ms="))
+        #expect(log.contains("endpoint=manifests/v1 method=HEAD repository=\(repository)"))
+        #expect(log.contains("endpoint=blobs/\(sha256Digest(image.layer)) method=HEAD repository=\(repository)"))
+        for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
+    }
+
+    /// A `HEAD` in two writes, then, back to back on the same connection: the proxy's own
+    /// `/v2/`, a `GET`, a blob `HEAD`, one with a `Connection` header (after which the
+    /// connection's bytes all go to the HTTP/1 parser), and two more reads.
+    @Test func requestsAroundRelayedHeadsAreAnsweredInOrder() async throws {
+        let (proxy, registry, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
+        defer { proxy.stop() }
+        let image = try ProxyEndToEndTests.seed(registry, .anonymous, nil, repository: "raw-order/app")
+        let token = try proxy.token()
+        let manifest = "/v2/namespaces/team-a/connectors/up/raw-order/app/manifests/v1"
+        let blob = "/v2/namespaces/team-a/connectors/up/raw-order/app/blobs/\(sha256Digest(image.layer))"
+        let accept = "|Accept=\(TestImage.manifestMediaType)"
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/raw_heads.py")
+        let output = try runCommand("/usr/bin/env", [
+            "python3", script.path, proxy.host, "HEAD:\(manifest)\(accept)", "GET:/v2/", "GET:\(manifest)\(accept)", "HEAD:\(blob)",
+            "HEAD:\(manifest)\(accept)|Connection=keep-alive", "HEAD:\(manifest)\(accept)", "GET:\(manifest)\(accept)",
+        ], input: token)
+        let responses = try JSONDecoder().decode([[Value]].self, from: Data(output.utf8))
+        try #require(responses.count == 7, "\(output)")
+        let (size, digest) = (image.manifest.count, Value.text(image.manifestDigest))
+        for index in [0, 4, 5] { #expect(responses[index] == [.number(200), .number(size), .number(0), digest], "\(index): \(output)") }
+        for index in [2, 6] { #expect(responses[index] == [.number(200), .number(size), .number(size), digest], "\(index): \(output)") }
+        #expect(responses[1] == [.number(200), .number(2), .number(2), .none], "\(output)")
+        #expect(Array(responses[3].prefix(3)) == [.number(200), .number(image.layer.count), .number(0)], "\(output)")
+    }
+
+    /// A TLS handshake sent to the plain-text port (clients that try https first, as skopeo
+    /// does) is refused by the HTTP/1 parser at once, not held as the start of a head.
+    @Test func aTLSHandshakeOnThePlainPortIsRefused() async throws {
+        let (proxy, _, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
+        defer { proxy.stop() }
+        let (host, port) = (proxy.host.split(separator: ":")[0], proxy.host.split(separator: ":")[1])
+        let output = try runCommand("/usr/bin/env", ["python3", "-c", """
+            import socket
+            connection = socket.create_connection(("\(host)", \(port)), timeout=20)
+            connection.sendall(bytes.fromhex("16030100f8010000f40303") + bytes(32))
+            print(connection.recv(200).split(b"\\r\\n")[0].decode())
+            """])
+        #expect(output.hasPrefix("HTTP/1.1 400"), "\(output)")
+    }
+
+    /// A JSON number, string or null, as `raw_heads.py` prints them.
+    enum Value: Decodable, Equatable {
+        case number(Int), text(String), none
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if container.decodeNil() {
+                self = .none
+            } else if let number = try? container.decode(Int.self) {
+                self = .number(number)
+            } else {
+                self = .text(try container.decode(String.self))
+            }
+        }
+    }
+}
