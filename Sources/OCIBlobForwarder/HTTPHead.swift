@@ -51,8 +51,16 @@ package struct HTTPHead: Sendable {
     /// that what is not HTTP/1 at all (a TLS handshake sent to a plain-text port) goes to the
     /// full parser, which refuses it, instead of waiting here for a blank line.
     static func endOfHead(_ bytes: UnsafeRawBufferPointer) -> End {
+        let limit = min(bytes.count, maximumLength)
         var previous: UInt8 = 0
-        for index in 0..<min(bytes.count, maximumLength) {
+        var index = 0
+        while index < limit {
+            // Eight bytes at a time while they are all visible or spaces: most of a head.
+            if previous != cr, index + 8 <= limit, Self.allPlain(bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)) {
+                index += 8
+                previous = bytes[index - 1]
+                continue
+            }
             let byte = bytes[index]
             if previous == cr, byte != lf { return .unsupported }
             if (byte >= space && byte < 0x7F) || byte == tab {
@@ -64,19 +72,50 @@ package struct HTTPHead: Sendable {
                 return .unsupported
             }
             previous = byte
+            index += 1
         }
         return bytes.count >= maximumLength ? .unsupported : .incomplete
     }
 
+    private static let ones: UInt64 = 0x0101_0101_0101_0101
+    private static let highBits: UInt64 = 0x8080_8080_8080_8080
+
+    /// Whether each of the word's bytes is from space to `~` (none a control, DEL or non-ASCII).
+    static func allPlain(_ word: UInt64) -> Bool {
+        // A byte below 0x20 sets its high bit in `word - 0x20…` where `word` has it clear; DEL
+        // is the zero byte of `word ^ 0x7F…`.
+        let belowSpace = (word &- ones &* 0x20) & ~word & highBits
+        let deleted = word ^ (ones &* 0x7F)
+        let hasDelete = (deleted &- ones) & ~deleted & highBits
+        return (word & highBits) | belowSpace | hasDelete == 0
+    }
+
+    /// The offset of the first CR at or after `start`.
+    private static func nextCR(_ bytes: UnsafeRawBufferPointer, from start: Int, before limit: Int) -> Int? {
+        var index = start
+        while index + 8 <= limit {
+            let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) ^ (ones &* UInt64(cr))
+            if (word &- ones) & ~word & highBits != 0 { break }
+            index += 8
+        }
+        while index < limit {
+            if bytes[index] == cr { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    /// The lines of a head that ``endOfHead(_:)`` found to end at `length`: every CR in it is
+    /// part of a CRLF, and no byte is a control one but a tab.
     private init?(_ bytes: UnsafeRawBufferPointer, length: Int) {
-        guard let firstEnd = Self.lineEnd(bytes, from: 0, before: length), firstEnd > 0 else { return nil }
-        for index in 0..<firstEnd where !Self.isVisibleOrSpace(bytes[index]) { return nil }
+        guard let firstEnd = Self.nextCR(bytes, from: 0, before: length), firstEnd > 0 else { return nil }
+        for index in 0..<firstEnd where bytes[index] == tab { return nil }
         var fields: [Field] = []
         fields.reserveCapacity(12)
         var start = firstEnd + 2
         // The head ends with an empty line, at `length - 2`.
         while start < length - 2 {
-            guard let end = Self.lineEnd(bytes, from: start, before: length) else { return nil }
+            guard let end = Self.nextCR(bytes, from: start, before: length) else { return nil }
             var colon = start
             while colon < end, Self.isTokenByte(bytes[colon]) { colon += 1 }
             guard colon > start, colon < end, bytes[colon] == UInt8(ascii: ":") else { return nil }
@@ -84,26 +123,12 @@ package struct HTTPHead: Sendable {
             while valueStart < end, bytes[valueStart] == space || bytes[valueStart] == tab { valueStart += 1 }
             var valueEnd = end
             while valueEnd > valueStart, bytes[valueEnd - 1] == space || bytes[valueEnd - 1] == tab { valueEnd -= 1 }
-            for index in valueStart..<valueEnd where !Self.isVisibleOrSpace(bytes[index]) && bytes[index] != tab { return nil }
             fields.append(Field(line: start..<end + 2, name: start..<colon, value: valueStart..<valueEnd))
             start = end + 2
         }
         self.startLine = 0..<firstEnd
         self.fields = fields
         self.length = length
-    }
-
-    /// Where the line starting at `start` ends (its CR), if it ends with CRLF before `limit`
-    /// and holds no other CR or LF.
-    private static func lineEnd(_ bytes: UnsafeRawBufferPointer, from start: Int, before limit: Int) -> Int? {
-        var index = start
-        while index + 1 < limit {
-            let byte = bytes[index]
-            if byte == cr { return bytes[index + 1] == lf ? index : nil }
-            if byte == lf { return nil }
-            index += 1
-        }
-        return nil
     }
 
     /// Whether the field's name is `lowercased` (lowercase ASCII), in any case.

@@ -128,4 +128,20 @@ struct HTTPHeadTests {
             #expect(head.field(named: "link", in: raw) == nil)
         }
     }
+
+    /// The eight-bytes-at-a-time check agrees with the byte-at-a-time one for every byte value
+    /// in every position.
+    @Test func wordsOfPlainBytesAreRecognised() {
+        var mismatches: [String] = []
+        for value in 0...255 {
+            for position in 0..<8 {
+                var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: 8)
+                bytes[position] = UInt8(value)
+                let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                if HTTPHead.allPlain(word) != (value >= 0x20 && value < 0x7F) { mismatches.append("\(value)@\(position)") }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches)")
+        #expect(HTTPHead.allPlain(0x2020_2020_2020_2020) && HTTPHead.allPlain(0x7E7E_7E7E_7E7E_7E7E))
+    }
 }
