@@ -83,11 +83,20 @@ struct BlobFetcherTests {
         #expect(fetcher.connectionsOpened == 1)
     }
 
-    /// `HEAD`s written as bytes, between reads through the HTTP/1 codec on the same connection:
-    /// each answer is the registry's head, and the codec is where it was after them.
-    @Test func rawHeadsShareConnectionsWithCodecReads() async throws {
-        let (registry, image, path) = try await Self.seeded(layerSize: 50_000)
-        let fetcher = try Self.fetcher(registry)
+    /// `HEAD`s written as bytes, between reads through the HTTP/1 codec on the same connection,
+    /// in plain text and over TLS: each answer is the registry's head, and the codec is where it
+    /// was after them.
+    @Test(arguments: [false, true])
+    func rawHeadsShareConnectionsWithCodecReads(tls: Bool) async throws {
+        let (registry, image, path) = try await Self.seeded(layerSize: 50_000, tls: tls)
+        defer { if tls { registry.stop() } }
+        var configuration = BlobFetcher.Configuration()
+        if tls {
+            var trusted = TLSConfiguration.makeClientConfiguration()
+            trusted.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMBytes(Array(try #require(registry.certificatePEM).utf8)))]
+            configuration.tls = trusted
+        }
+        let fetcher = try Self.fetcher(registry, configuration)
         defer { Task { await fetcher.shutdown() } }
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         func rawHead(_ target: String) async throws -> (Int, String) {
