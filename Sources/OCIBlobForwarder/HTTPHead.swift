@@ -231,10 +231,6 @@ package struct HTTPHead: Sendable {
             false
         }
     }
-
-    static func isVisibleOrSpace(_ byte: UInt8) -> Bool {
-        byte >= space && byte < 0x7F
-    }
 }
 
 private let cr = UInt8(ascii: "\r")
