@@ -143,19 +143,27 @@ package struct HTTPHead: Sendable {
 
     /// Whether a field's name is one that describes the connection rather than the message
     /// (RFC 9110, section 7.6.1), or one a relay sets itself: `Host`, `Authorization`,
-    /// `Content-Length`. The same names as the proxy's list of hop-by-hop headers.
+    /// `Content-Length`.
     package func isHopByHop(_ field: Field, in bytes: UnsafeRawBufferPointer) -> Bool {
-        switch field.name.count {
-        case 2: name(of: field, in: bytes, is: "te")
-        case 4: name(of: field, in: bytes, is: "host")
-        case 7: name(of: field, in: bytes, is: "trailer") || name(of: field, in: bytes, is: "upgrade")
-        case 10: name(of: field, in: bytes, is: "connection") || name(of: field, in: bytes, is: "keep-alive")
-        case 13: name(of: field, in: bytes, is: "authorization")
-        case 14: name(of: field, in: bytes, is: "content-length")
-        case 16: name(of: field, in: bytes, is: "proxy-connection")
-        case 17: name(of: field, in: bytes, is: "transfer-encoding")
-        case 18: name(of: field, in: bytes, is: "proxy-authenticate")
-        case 19: name(of: field, in: bytes, is: "proxy-authorization")
+        Self.isHopByHop(name: UnsafeRawBufferPointer(rebasing: bytes[field.name]))
+    }
+
+    /// Whether `name`, in any case, is one of the hop-by-hop headers of
+    /// ``isHopByHop(_:in:)``. Its length picks the one or two names it is compared with: this
+    /// runs for every header of every relayed message.
+    package static func isHopByHop(name: UnsafeRawBufferPointer) -> Bool {
+        let all = 0..<name.count
+        return switch name.count {
+        case 2: equalsIgnoringCase(name, all, "te")
+        case 4: equalsIgnoringCase(name, all, "host")
+        case 7: equalsIgnoringCase(name, all, "trailer") || equalsIgnoringCase(name, all, "upgrade")
+        case 10: equalsIgnoringCase(name, all, "connection") || equalsIgnoringCase(name, all, "keep-alive")
+        case 13: equalsIgnoringCase(name, all, "authorization")
+        case 14: equalsIgnoringCase(name, all, "content-length")
+        case 16: equalsIgnoringCase(name, all, "proxy-connection")
+        case 17: equalsIgnoringCase(name, all, "transfer-encoding")
+        case 18: equalsIgnoringCase(name, all, "proxy-authenticate")
+        case 19: equalsIgnoringCase(name, all, "proxy-authorization")
         default: false
         }
     }

@@ -1,3 +1,4 @@
+import OCIBlobForwarder
 public import OCIReference
 
 /// Rewrites what the upstream says about locations so the client keeps talking to the proxy.
@@ -68,22 +69,11 @@ public struct HeaderRewriter: Sendable {
     ]
 
     /// Whether `name` is one of ``hopByHop``, in any case. Unlike a look-up of its lowercased
-    /// form, this allocates nothing, and its length picks the one or two names it is compared
-    /// with: it runs for every header of every relayed message.
+    /// form, this allocates nothing: it runs for every header of every relayed message. The
+    /// relay of `HEAD`s as bytes uses the same test.
     public static func isHopByHop(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2: name.equalsIgnoringASCIICase("te")
-        case 4: name.equalsIgnoringASCIICase("host")
-        case 7: name.equalsIgnoringASCIICase("trailer") || name.equalsIgnoringASCIICase("upgrade")
-        case 10: name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
-        case 13: name.equalsIgnoringASCIICase("authorization")
-        case 14: name.equalsIgnoringASCIICase("content-length")
-        case 16: name.equalsIgnoringASCIICase("proxy-connection")
-        case 17: name.equalsIgnoringASCIICase("transfer-encoding")
-        case 18: name.equalsIgnoringASCIICase("proxy-authenticate")
-        case 19: name.equalsIgnoringASCIICase("proxy-authorization")
-        default: false
-        }
+        var name = name
+        return name.withUTF8 { HTTPHead.isHopByHop(name: UnsafeRawBufferPointer($0)) }
     }
 }
 
