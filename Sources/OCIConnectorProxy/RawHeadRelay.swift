@@ -361,10 +361,8 @@ extension ConnectorProxy {
 
         let hostName = host.map { text($0.value) } ?? "localhost"
         guard let destination = try? destination(host: hostName, path: text(target)),
-              let connector = destination.connector, case .repository(let repository, let endpoint) = destination.route,
-              let upstream = upstreams[connector],
-              let claims = try? authenticator.claims(authorization: authorization.map { text($0.value) }, last: &lastVerified),
-              claims.allows(connector: upstream.name, action: "pull", repository: repository),
+              let (upstream, repository, endpoint) = allowedRead(
+                  destination, authorization: authorization.map { text($0.value) }, lastVerified: &lastVerified),
               Self.isRawHeadEndpoint(endpoint, upstream: upstream),
               let upstreamAuthorization = upstream.client.readyAuthorization(
                   for: ScopeHints.scopes(method: "HEAD", route: destination.route, mountFrom: nil))
@@ -385,10 +383,7 @@ extension ConnectorProxy {
             request.writeStaticString("\r\n")
         }
         request.writeStaticString("\r\n")
-        let log = RequestLog(logger: logger, method: "HEAD")
-        log.connector = upstream.name
-        log.repository = repository
-        log.endpoint = endpoint.path
+        let log = readLog("HEAD", upstream: upstream, repository: repository, endpoint: endpoint)
         return .relay(RawHeadRelay.Plan(upstream: upstream, request: request, isBlob: endpoint.isBlob, log: log))
     }
 

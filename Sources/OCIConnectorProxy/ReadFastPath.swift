@@ -507,24 +507,41 @@ extension ConnectorProxy {
         }
     }
 
+    /// The upstream, repository and endpoint of a read of `destination` whose proxy token (in the
+    /// `Authorization` value) allows pulling through the connector named; `nil` for the
+    /// responder, which explains a refusal. Both read paths on the event loop check this.
+    func allowedRead(
+        _ destination: Destination, authorization: String?, lastVerified: inout ClientAuthenticator.LastVerified?
+    ) -> (Upstream, String, RegistryEndpoint)? {
+        guard let connector = destination.connector, case .repository(let repository, let endpoint) = destination.route,
+              let upstream = upstreams[connector],
+              let claims = try? authenticator.claims(authorization: authorization, last: &lastVerified),
+              claims.allows(connector: upstream.name, action: "pull", repository: repository) else { return nil }
+        return (upstream, repository, endpoint)
+    }
+
+    /// The log of a read served on the event loop.
+    func readLog(_ method: String, upstream: Upstream, repository: String, endpoint: RegistryEndpoint) -> RequestLog {
+        let log = RequestLog(logger: logger, method: method)
+        log.connector = upstream.name
+        log.repository = repository
+        log.endpoint = endpoint.path
+        return log
+    }
+
     /// The plan for a read of a repository's manifest, blob, tag list or referrers.
     private func readPlan(
         for request: HTTPRequestHead, host: String, destination: Destination, lastVerified: inout ClientAuthenticator.LastVerified?
     ) -> ReadFastPath.Plan? {
-        guard let connector = destination.connector, case .repository(let repository, let endpoint) = destination.route,
-              let upstream = upstreams[connector],
-              let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization"), last: &lastVerified),
-              claims.allows(connector: upstream.name, action: "pull", repository: repository) else { return nil }
+        guard let (upstream, repository, endpoint) = allowedRead(
+            destination, authorization: request.headers.first(name: "Authorization"), lastVerified: &lastVerified) else { return nil }
         let isBlob = if case .blob = endpoint { true } else { false }
         if isBlob, upstream.handsOnRedirects.isSet { return nil }
         let scopes = { ScopeHints.scopes(method: request.method.rawValue, route: destination.route, mountFrom: nil) }
         let authorization: ReadFastPath.UpstreamAuthorization = upstream.client.readyAuthorization(for: scopes()).map { .ready($0) }
             ?? .pending(scopes())
         let headers = Self.forwardableHeaders(request.headers)
-        let log = RequestLog(logger: logger, method: request.method.rawValue)
-        log.connector = upstream.name
-        log.repository = repository
-        log.endpoint = endpoint.path
+        let log = readLog(request.method.rawValue, upstream: upstream, repository: repository, endpoint: endpoint)
         return ReadFastPath.Plan(method: request.method, upstream: upstream, target: Self.upstreamPath(destination.route),
                                  headers: headers, authorization: authorization, isBlob: isBlob, host: host,
                                  prefix: destination.inPath ? upstream.pathPrefix : "", log: log)
