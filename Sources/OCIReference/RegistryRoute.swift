@@ -58,6 +58,13 @@ public enum RegistryRoute: Hashable, Sendable {
     /// - Throws: ``ReferenceError/Code/unknownRoute`` for paths outside the API;
     ///   repository, tag, digest and upload ID errors for malformed parts.
     public init(path: some StringProtocol) throws(ReferenceError) {
+        try self.init(path: String(path))
+    }
+
+    /// Splits a request path, as the generic initialiser does. This one is not generic: the
+    /// proxy splits the path of every request, and a generic call from another module looks up
+    /// type metadata each time.
+    public init(path: String) throws(ReferenceError) {
         self = try RouteParser.withBytes(of: path) { bytes, end in
             guard RouteParser.hasVersionPrefix(bytes, end) else {
                 return .failure(ParseFailure(code: .unknownRoute, reason: "registry API paths start with /v2/"))
@@ -86,6 +93,12 @@ public struct ConnectorRoute: Hashable, Sendable {
 
     /// Splits a path-form request path. A query string, if present, is ignored.
     public init(pathFormPath path: some StringProtocol) throws(ReferenceError) {
+        try self.init(pathFormPath: String(path))
+    }
+
+    /// Splits a path-form request path, as the generic initialiser does; not generic, for the
+    /// same reason as ``RegistryRoute``'s.
+    public init(pathFormPath path: String) throws(ReferenceError) {
         self = try RouteParser.withBytes(of: path) { bytes, end in
             guard RouteParser.hasVersionPrefix(bytes, end) else {
                 return .failure(ParseFailure(code: .unknownRoute, reason: "registry API paths start with /v2/"))
@@ -101,10 +114,10 @@ enum RouteParser {
     typealias Bytes = UnsafeBufferPointer<UInt8>
 
     static func withBytes<Value>(
-        of path: some StringProtocol,
+        of path: String,
         _ body: (Bytes, Int) -> Result<Value, ParseFailure>
     ) throws(ReferenceError) -> Value {
-        var text = String(path)
+        var text = path
         text.makeContiguousUTF8()
         let outcome = text.utf8.withContiguousStorageIfAvailable { bytes in
             // A query string is not part of the route.
