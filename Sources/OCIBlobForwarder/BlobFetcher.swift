@@ -169,12 +169,43 @@ public final class BlobFetcher: Sendable {
     /// ``startRelay(_:_:headers:on:)`` for a `HEAD` whose request head the caller wrote as
     /// bytes (with this fetcher's ``hostHeader``), answered with the response's head as bytes:
     /// neither is turned into NIO's header types, which for a relayed manifest `HEAD` cost more
-    /// than the rest of the exchange. The same connections, reuse and retry; the future
-    /// completes on `eventLoop`. `request` must be a complete, well-formed `HEAD` request head.
-    package func startRawHead(_ request: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<RawResponseHead> {
-        start(.raw(request), on: eventLoop, sameLoop: true) { eventLoop in
-            let promise = eventLoop.makePromise(of: RawResponseHead.self)
-            return (.rawHead(promise), promise.futureResult)
+    /// than the rest of the exchange. The same connections, reuse and retry. Called on
+    /// `eventLoop`, and `answered` is called there, once: a callback rather than a future, since
+    /// the promise, the futures chained for the retry and their callbacks were a few per cent of
+    /// the exchange. `request` must be a complete, well-formed `HEAD` request head.
+    package func startRawHead(
+        _ request: ByteBuffer, on eventLoop: any EventLoop,
+        answered: @escaping (Result<RawResponseHead, any Error>) -> Void
+    ) {
+        eventLoop.preconditionInEventLoop()
+        guard let connection = pool.checkout(on: eventLoop) else {
+            return rawHeadOnNewConnection(request, on: eventLoop, answered: answered)
+        }
+        let sent = connection.handler.value.send(.raw(request), connection: connection, for: .rawHead { [self] result in
+            // The upstream closed the idle connection before answering: try a fresh one.
+            if case .failure(let error) = result, error.kind == .closedBeforeResponse {
+                rawHeadOnNewConnection(request, on: eventLoop, answered: answered)
+            } else {
+                answered(result.mapError { $0 })
+            }
+        })
+        if !sent { rawHeadOnNewConnection(request, on: eventLoop, answered: answered) }
+    }
+
+    private func rawHeadOnNewConnection(
+        _ request: ByteBuffer, on eventLoop: any EventLoop,
+        answered: @escaping (Result<RawResponseHead, any Error>) -> Void
+    ) {
+        connect(eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let connection):
+                let sent = connection.handler.value.send(.raw(request), connection: connection, for: .rawHead { result in
+                    answered(result.mapError { $0 })
+                })
+                if !sent { answered(.failure(BlobFetchError(.closedBeforeResponse, "the connection is gone"))) }
+            case .failure(let error):
+                answered(.failure(error))
+            }
         }
     }
 

@@ -37,14 +37,15 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     enum Waiter {
         case sequence(EventLoopPromise<BlobResponse>)
         case relay(EventLoopPromise<RelayedResponse>)
-        /// A `HEAD` written as bytes, its answer's head taken by the ``RawHeadTap``.
-        case rawHead(EventLoopPromise<RawResponseHead>)
+        /// A `HEAD` written as bytes, its answer's head taken by the ``RawHeadTap``; called on
+        /// the connection's event loop.
+        case rawHead((Result<RawResponseHead, BlobFetchError>) -> Void)
 
         func fail(_ error: BlobFetchError) {
             switch self {
             case .sequence(let promise): promise.fail(error)
             case .relay(let promise): promise.fail(error)
-            case .rawHead(let promise): promise.fail(error)
+            case .rawHead(let answered): answered(.failure(error))
             }
         }
     }
@@ -197,13 +198,13 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer to a `HEAD` sent as bytes: the connection is idle again unless the answer
     /// ends it.
     private func rawHeadArrived(_ arrival: RawHeadTap.Arrival, _ generation: Int) {
-        guard generation == self.generation, case .awaitingHead(.rawHead(let promise), let connection) = state, let context else { return }
+        guard generation == self.generation, case .awaitingHead(.rawHead(let answered), let connection) = state, let context else { return }
         lastRead = .now()
         switch arrival {
         case .head(let response, let trailingBytes):
             let keepAlive = response.bytes.withUnsafeReadableBytes { response.head.keepsAlive(in: $0) } && !trailingBytes
             complete(connection, keepAlive: keepAlive, context: context)
-            promise.succeed(response)
+            answered(.success(response))
         case .malformed:
             fail(BlobFetchError(.truncated, "the upstream sent a response head that could not be read"))
             close(context)

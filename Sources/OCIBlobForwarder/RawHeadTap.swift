@@ -1,6 +1,6 @@
 package import NIOCore
 
-/// The answer to a `HEAD` sent as bytes with ``BlobFetcher/startRawHead(_:on:)``: the head as
+/// The answer to a `HEAD` sent as bytes with ``BlobFetcher/startRawHead(_:on:answered:)``: the head as
 /// it arrived, scanned in place.
 package struct RawResponseHead: Sendable {
     /// The head's bytes, its blank line included.

@@ -101,7 +101,9 @@ struct BlobFetcherTests {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         func rawHead(_ target: String) async throws -> (Int, String) {
             let request = ByteBuffer(string: "HEAD \(target) HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\nUser-Agent: test\r\n\r\n")
-            let answer = try await fetcher.startRawHead(request, on: eventLoop).get()
+            let promise = eventLoop.makePromise(of: RawResponseHead.self)
+            eventLoop.execute { fetcher.startRawHead(request, on: eventLoop) { promise.completeWith($0) } }
+            let answer = try await promise.futureResult.get()
             return (answer.status, String(buffer: answer.bytes))
         }
         for _ in 0..<3 {
@@ -270,6 +272,26 @@ extension BlobFetcherTests {
         #expect(fetcher.connectionsOpened == 2)
     }
 
+    /// The same for a `HEAD` written as bytes: its answer comes from a second connection, and
+    /// the connection that answered first is reused by the next.
+    @Test func aRawHeadOnAConnectionTheUpstreamDroppedIsSentAgain() async throws {
+        let upstream = try await ScriptedUpstream.start(.closeOnSecondRequest)
+        defer { upstream.close() }
+        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
+        defer { Task { await fetcher.shutdown() } }
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let request = ByteBuffer(string: "HEAD /v2/a/manifests/v1 HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\n\r\n")
+        for _ in 0..<2 {
+            let promise = eventLoop.makePromise(of: RawResponseHead.self)
+            eventLoop.execute { fetcher.startRawHead(request, on: eventLoop) { promise.completeWith($0) } }
+            let answer = try await promise.futureResult.get()
+            #expect(answer.status == 200)
+            #expect(String(buffer: answer.bytes).contains("Content-Length: 2\r\n"))
+        }
+        #expect(fetcher.connectionsOpened == 2)
+        #expect(fetcher.idleConnections == 1)
+    }
+
     @Test func aShortBodyIsAnErrorNotAnEnd() async throws {
         let upstream = try await ScriptedUpstream.start(.truncate)
         defer { upstream.close() }
@@ -321,8 +343,12 @@ struct ScriptedUpstream {
             self.script = script
         }
 
+        var isHead = false
+
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard case .end = unwrapInboundIn(data) else { return }
+            let part = unwrapInboundIn(data)
+            if case .head(let head) = part { isHead = head.method == .HEAD }
+            guard case .end = part else { return }
             served += 1
             switch script {
             case .closeOnSecondRequest where served > 1:
@@ -338,7 +364,7 @@ struct ScriptedUpstream {
         func respond(_ context: ChannelHandlerContext, length: Int, body: String, end: Bool) {
             let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": String(length)])
             context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil) }
             if end { context.write(wrapOutboundOut(.end(nil)), promise: nil) }
             context.flush()
         }
