@@ -7,7 +7,8 @@ connections: nginx relaying with an injected `Authorization` (as the end-to-end 
 up), the proxy, and `relay-floor relay-raw`; and, answering `/v2/` themselves, nginx, the proxy,
 `relay-floor static-raw` and `static-codec`. Prints each one's CPU per request (user and
 system, from /proc in 10 ms ticks: about 2 µs per request at 5000 requests a round) and
-requests/s. About 4 minutes; cleans up after itself.
+requests/s. About 4 minutes; cleans up after itself. With `--baseline-bin` (an earlier build of
+the proxy), that one is measured beside it too, and each round's CPU of the two is compared.
 Run from the repository root, after `swift build -c release` there:
 
     (cd Benchmarks/RelayFloor && swift build -c release) && python3 Benchmarks/RelayFloor/run.py
@@ -50,6 +51,8 @@ def main():
     parser.add_argument("--floor-bin", default=os.path.join(HERE, ".build/release/relay-floor"))
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--baseline-bin", help="a second proxy binary (an earlier build) measured beside the first, "
+                        "with each round's CPU per request of the two compared")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="relay-floor-")
     os.chmod(work, 0o755)  # nginx's workers read the manifest file as another user
@@ -60,7 +63,7 @@ def main():
         return processes[-1]
 
     try:
-        upstream, relay, proxy_port = B.free_port(), B.free_port(), B.free_port()
+        upstream, relay, proxy_port, baseline_port = B.free_port(), B.free_port(), B.free_port(), B.free_port()
         floor = {name: B.free_port() for name in ("relay-raw", "static-raw", "static-codec")}
         open(os.path.join(work, "manifest.json"), "wb").write(MANIFEST)
         temp = " ".join(f"{kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -85,11 +88,14 @@ http {{ access_log off; {temp}
         subprocess.check_call([args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
         open(os.path.join(work, "connectors.yaml"), "w").write(
             f'kind: Connector\nmetadata: {{name: cheap, namespace: bench}}\nspec: {{address: "http://127.0.0.1:{upstream}"}}\n')
-        proxy = start([args.proxy_bin, "--connectors", os.path.join(work, "connectors.yaml"), "--listen", f"127.0.0.1:{proxy_port}",
-                       "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
+        def proxy_process(binary, port):
+            return start([binary, "--connectors", os.path.join(work, "connectors.yaml"), "--listen", f"127.0.0.1:{port}",
+                          "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
+        proxy = proxy_process(args.proxy_bin, proxy_port)
+        baseline = proxy_process(args.baseline_bin, baseline_port) if args.baseline_bin else None
         prefix = "/namespaces/bench/connectors/cheap"
         floors = {name: start([args.floor_bin, name, str(port), str(upstream), prefix]) for name, port in floor.items()}
-        for port in [upstream, relay, proxy_port, *floor.values()]:
+        for port in [upstream, relay, proxy_port, *floor.values(), *([baseline_port] if baseline else [])]:
             B.wait_port(port)
         token = subprocess.check_output([args.config_bin, "token", "--connector", "bench/cheap", "--actions", "pull", "--ttl", "1h",
                                          "--signing-key", f"{keys}/signing-key.jwk"], text=True).strip()
@@ -105,6 +111,9 @@ http {{ access_log off; {temp}
             "/v2/ answered: static-raw": (floor["static-raw"], "/v2/", [floors["static-raw"].pid]),
             "/v2/ answered: static-codec": (floor["static-codec"], "/v2/", [floors["static-codec"].pid]),
         }
+        if baseline:
+            cells["HEAD relayed: proxy (baseline)"] = (baseline_port, "/v2" + prefix + manifest, [baseline.pid])
+            cells["/v2/ answered: proxy (baseline)"] = (baseline_port, "/v2/", [baseline.pid])
         results = {name: [] for name in cells}
         for round in range(args.rounds + 1):  # the first round warms up and is not counted
             for name in (list(cells) if round % 2 == 0 else list(reversed(cells))):
@@ -128,6 +137,19 @@ http {{ access_log off; {temp}
             user, system = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
             total = statistics.median(r[0] + r[1] for r in rows)
             print(f"| {name} | {total:.0f} | {user:.0f} | {system:.0f} | {statistics.median(r[2] for r in rows):.0f} |")
+        if baseline:
+            # Paired by round: both were measured minutes apart at most, so the host's drift over
+            # the run falls on both alike.
+            # System time moves with the host far more than user time, which is what a change to
+            # the proxy's own code moves: both are compared.
+            print("\nproxy / baseline, CPU per request in the same round:")
+            for cell in ("HEAD relayed", "/v2/ answered"):
+                new, old = results[f"{cell}: proxy"], results[f"{cell}: proxy (baseline)"]
+                for label, cost in [("all", lambda r: r[0] + r[1]), ("user", lambda r: r[0])]:
+                    ratios = sorted(cost(a) / cost(b) for a, b in zip(new, old) if cost(b) > 0)
+                    if ratios:
+                        print(f"  {cell}, {label}: {statistics.median(ratios):.3f}× (rounds {ratios[0]:.3f}–{ratios[-1]:.3f}; "
+                              f"less in {sum(r < 1 for r in ratios)} of {len(ratios)})")
     finally:
         for process in processes:
             process.terminate()
