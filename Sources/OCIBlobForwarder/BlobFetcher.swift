@@ -166,40 +166,42 @@ public final class BlobFetcher: Sendable {
         }
     }
 
-    /// ``startRelay(_:_:headers:on:)`` for a `HEAD` whose request head the caller wrote as
-    /// bytes (with this fetcher's ``hostHeader``), answered with the response's head as bytes:
-    /// neither is turned into NIO's header types, which for a relayed manifest `HEAD` cost more
-    /// than the rest of the exchange. The same connections, reuse and retry. Called on
-    /// `eventLoop`, and `answered` is called there, once: a callback rather than a future, since
-    /// the promise, the futures chained for the retry and their callbacks were a few per cent of
-    /// the exchange. `request` must be a complete, well-formed `HEAD` request head.
+    /// ``startRelay(_:_:headers:on:)`` for a `HEAD` or a `GET` whose request head the caller
+    /// wrote as bytes (with this fetcher's ``hostHeader``), answered with the response's head as
+    /// bytes and, for a `GET`, its body whole if `Content-Length` frames it and it is at most
+    /// `bodyLimit` bytes (``RawResponseHead/body``): neither head is turned into NIO's header
+    /// types, which for a relayed manifest `HEAD` cost more than the rest of the exchange. The
+    /// same connections, reuse and retry. Called on `eventLoop`, and `answered` is called there,
+    /// once: a callback rather than a future, since the promise, the futures chained for the
+    /// retry and their callbacks were a few per cent of the exchange. `request` must be a
+    /// complete, well-formed request head without a body; `bodyLimit` is 0 for a `HEAD`.
     package func startRawHead(
-        _ request: ByteBuffer, on eventLoop: any EventLoop,
+        _ request: ByteBuffer, on eventLoop: any EventLoop, bodyLimit: Int = 0,
         answered: @escaping (Result<RawResponseHead, any Error>) -> Void
     ) {
         eventLoop.preconditionInEventLoop()
         guard let connection = pool.checkout(on: eventLoop) else {
-            return rawHeadOnNewConnection(request, on: eventLoop, answered: answered)
+            return rawHeadOnNewConnection(request, on: eventLoop, bodyLimit: bodyLimit, answered: answered)
         }
-        let sent = connection.handler.value.send(.raw(request), connection: connection, for: .rawHead { [self] result in
+        let sent = connection.handler.value.send(.raw(request, bodyLimit: bodyLimit), connection: connection, for: .rawHead { [self] result in
             // The upstream closed the idle connection before answering: try a fresh one.
             if case .failure(let error) = result, error.kind == .closedBeforeResponse {
-                rawHeadOnNewConnection(request, on: eventLoop, answered: answered)
+                rawHeadOnNewConnection(request, on: eventLoop, bodyLimit: bodyLimit, answered: answered)
             } else {
                 answered(result.mapError { $0 })
             }
         })
-        if !sent { rawHeadOnNewConnection(request, on: eventLoop, answered: answered) }
+        if !sent { rawHeadOnNewConnection(request, on: eventLoop, bodyLimit: bodyLimit, answered: answered) }
     }
 
     private func rawHeadOnNewConnection(
-        _ request: ByteBuffer, on eventLoop: any EventLoop,
+        _ request: ByteBuffer, on eventLoop: any EventLoop, bodyLimit: Int,
         answered: @escaping (Result<RawResponseHead, any Error>) -> Void
     ) {
         connect(eventLoop).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let connection):
-                let sent = connection.handler.value.send(.raw(request), connection: connection, for: .rawHead { result in
+                let sent = connection.handler.value.send(.raw(request, bodyLimit: bodyLimit), connection: connection, for: .rawHead { result in
                     answered(result.mapError { $0 })
                 })
                 if !sent { answered(.failure(BlobFetchError(.closedBeforeResponse, "the connection is gone"))) }

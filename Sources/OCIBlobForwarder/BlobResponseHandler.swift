@@ -50,10 +50,11 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// What is sent: a request head for NIO's encoder, or a `HEAD` already in bytes.
+    /// What is sent: a request head for NIO's encoder, or a bodiless request already in bytes
+    /// whose answer's body, up to `bodyLimit` bytes, is taken with its head (0 for a `HEAD`).
     enum Request: Sendable {
         case head(HTTPRequestHead)
-        case raw(ByteBuffer)
+        case raw(ByteBuffer, bodyLimit: Int)
     }
 
     private enum State {
@@ -123,13 +124,13 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .head(let head):
             context.write(wrapOutboundOut(.head(head)), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        case .raw(let bytes):
+        case .raw(let bytes, let bodyLimit):
             guard let tap else {
                 state = .idle
                 return false
             }
             let generation = generation
-            tap.send(bytes) { [self] arrival in rawHeadArrived(arrival, generation) }
+            tap.send(bytes, bodyLimit: bodyLimit) { [self] arrival in rawHeadArrived(arrival, generation) }
         }
         lastRead = .now()
         armTimer(context)
@@ -201,8 +202,8 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard generation == self.generation, case .awaitingHead(.rawHead(let answered), let connection) = state, let context else { return }
         lastRead = .now()
         switch arrival {
-        case .head(let response, let trailingBytes):
-            let keepAlive = response.bytes.withUnsafeReadableBytes { response.head.keepsAlive(in: $0) } && !trailingBytes
+        case .head(let response, let reusable):
+            let keepAlive = reusable && response.bytes.withUnsafeReadableBytes { response.head.keepsAlive(in: $0) }
             complete(connection, keepAlive: keepAlive, context: context)
             answered(.success(response))
         case .malformed:

@@ -1,35 +1,43 @@
 package import NIOCore
 
-/// The answer to a `HEAD` sent as bytes with ``BlobFetcher/startRawHead(_:on:answered:)``: the head as
-/// it arrived, scanned in place.
+/// The answer to a request sent as bytes with ``BlobFetcher/startRawHead(_:on:bodyLimit:answered:)``:
+/// the head as it arrived, scanned in place, and the body when one was asked for.
 package struct RawResponseHead: Sendable {
     /// The head's bytes, its blank line included.
     package let bytes: ByteBuffer
     package let head: HTTPHead
     package let status: Int
+    /// The whole body: empty for a `HEAD` and for answers without one. `nil` when the body
+    /// could not be taken whole (no `Content-Length`, or more than the limit asked for): it
+    /// was not read, and the connection is closed.
+    package let body: ByteBuffer?
 }
 
-/// Sits in front of a ``BlobFetcher`` connection's HTTP/1 codec and, for a `HEAD` written as
-/// bytes, takes the answer's head from the socket before the codec sees it.
+/// Sits in front of a ``BlobFetcher`` connection's HTTP/1 codec and, for a request written as
+/// bytes, takes the answer from the socket before the codec sees it: the head, and for a `GET`
+/// the body, up to a limit and only when `Content-Length` frames it.
 ///
-/// A `HEAD` answer has no body, so the codec never learns of the exchange and is where it was
-/// for the next request. An answer whose head is not scanned (``HTTPHead/Scan/unsupported``),
-/// or with bytes after its head, leaves the connection unusable: it is reported and the
-/// connection is closed by its handler.
+/// The codec never learns of the exchange and is where it was for the next request. An answer
+/// whose head is not scanned (``HTTPHead/Scan/unsupported``), with bytes after its end, or with a
+/// body not taken, leaves the connection unusable: it is reported and the connection is closed
+/// by its handler.
 final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    /// What arrived for the `HEAD` awaited.
+    /// What arrived for the request awaited.
     enum Arrival {
-        /// The head, and whether bytes followed it.
-        case head(RawResponseHead, trailingBytes: Bool)
+        /// The answer, and whether the connection can carry another request: not when bytes
+        /// followed the answer, or its body was not taken.
+        case head(RawResponseHead, reusable: Bool)
         case malformed
     }
 
     private var awaiting: ((Arrival) -> Void)?
+    /// The largest body taken whole; 0 for a `HEAD`, whose answer has none.
+    private var bodyLimit = 0
     private var received: ByteBuffer?
     private var context: ChannelHandlerContext?
 
@@ -41,10 +49,13 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = nil
     }
 
-    /// Writes `request`, a whole `HEAD` request head, and calls `arrival` once with its answer.
-    func send(_ request: ByteBuffer, arrival: @escaping (Arrival) -> Void) {
+    /// Writes `request`, a whole bodiless request head, and calls `arrival` once with its
+    /// answer: for a `HEAD` (`bodyLimit` 0) the head alone, for a `GET` also a body of up to
+    /// `bodyLimit` bytes.
+    func send(_ request: ByteBuffer, bodyLimit: Int, arrival: @escaping (Arrival) -> Void) {
         guard let context else { return }
         awaiting = arrival
+        self.bodyLimit = bodyLimit
         received = nil
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(request)), promise: nil)
     }
@@ -87,10 +98,44 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
                     received = bytes.readableBytes > 0 ? bytes : nil
                     continue
                 }
+                let length = bodyLimit == 0 || status == 204 || status == 304
+                    ? 0 : headBytes.withUnsafeReadableBytes { Self.bodyLength(head, $0) }
+                guard let length, length <= bodyLimit else {
+                    // Not framed by a length, or too long to hold: not read here.
+                    cancel()
+                    arrival(.head(RawResponseHead(bytes: headBytes, head: head, status: status, body: nil), reusable: false))
+                    return
+                }
+                guard bytes.readableBytes >= length else {
+                    return  // The rest of the body is still to come; the head is scanned again then.
+                }
+                let body = bytes.readSlice(length: length)!
                 cancel()
-                arrival(.head(RawResponseHead(bytes: headBytes, head: head, status: status), trailingBytes: bytes.readableBytes > 0))
+                arrival(.head(RawResponseHead(bytes: headBytes, head: head, status: status, body: body),
+                              reusable: bytes.readableBytes == 0))
                 return
             }
         }
+    }
+}
+
+extension RawHeadTap {
+    /// The length of a body framed by exactly one `Content-Length` of digits and no
+    /// `Transfer-Encoding`; `nil` for any other framing.
+    static func bodyLength(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) -> Int? {
+        var length: Int?
+        for field in head.fields {
+            if head.name(of: field, in: bytes, is: "transfer-encoding") { return nil }
+            guard head.name(of: field, in: bytes, is: "content-length") else { continue }
+            guard length == nil, !field.value.isEmpty, field.value.count <= 12 else { return nil }
+            var value = 0
+            for index in field.value {
+                let digit = bytes[index] &- UInt8(ascii: "0")
+                guard digit < 10 else { return nil }
+                value = value * 10 + Int(digit)
+            }
+            length = value
+        }
+        return length
     }
 }

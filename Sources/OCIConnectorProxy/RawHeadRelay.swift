@@ -3,36 +3,40 @@ import OCIAuth
 import OCIBlobForwarder
 import OCIReference
 
-/// Relays `HEAD`s of manifests and blobs as bytes, in front of NIO's HTTP/1 decoder and encoder:
-/// the request's header lines go upstream as they came (less the hop-by-hop ones and the
-/// client's `Authorization`), and the answer's go back the same way. Neither side's head is
-/// turned into `String`s and NIO's header types, which for a manifest `HEAD` cost more than
-/// the rest of what the proxy does with it (Documentation/Performance.md); a `HEAD` is what
-/// container runtimes send most ("what digest is this tag now?"), and has no body either way.
+/// Relays `HEAD`s of manifests and blobs, and `GET`s of manifests, as bytes, in front of NIO's
+/// HTTP/1 decoder and encoder: the request's header lines go upstream as they came (less the
+/// hop-by-hop ones and the client's `Authorization`), and the answer's go back the same way,
+/// with a manifest's body as it came. Neither side's head is turned into `String`s and NIO's
+/// header types, which for a manifest `HEAD` cost more than the rest of what the proxy does with
+/// it (Documentation/Performance.md). `HEAD` is what container runtimes send most ("what digest
+/// is this tag now?"), and a pull then `GET`s the manifests it names.
 ///
-/// It takes only what it fully understands: a plain HTTP/1.1 `HEAD` of a manifest or a blob,
-/// whose proxy token allows pulling through the connector, when the upstream's `Authorization`
-/// is at hand. Every other bodiless request is handed to the decoder as it came, one at a time,
-/// and served as before (by ``ReadFastPath`` or the responder); bytes that follow wait here until
-/// its answer is complete. At the first request with a body, or anything unusual (a head
-/// ``HTTPHead`` does not scan, HTTP/1.0, `Connection`, `Upgrade`, `Expect`), the connection's
-/// bytes all go to the decoder from then on, so that the two parsers never disagree about where
-/// a request ends. An upstream answer this relay does not pass on as it is (a 401, a redirect,
-/// one without `Content-Length`, one with a `Location` or `Link` to rewrite, or no answer at
-/// all) hands the request's own bytes to the decoder, marked for the responder, which does all
-/// of that.
+/// It takes only what it fully understands: a plain HTTP/1.1 `HEAD` of a manifest or a blob, or
+/// `GET` of a manifest, whose proxy token allows pulling through the connector, when the
+/// upstream's `Authorization` is at hand. A manifest body is held whole on its way through, up
+/// to ``manifestBodyLimit``. Every other bodiless request is handed to the decoder as it came,
+/// one at a time, and served as before (by ``ReadFastPath`` or the responder); bytes that follow
+/// wait here until its answer is complete. At the first request with a body, or anything unusual
+/// (a head ``HTTPHead`` does not scan, HTTP/1.0, `Connection`, `Upgrade`, `Expect`), the
+/// connection's bytes all go to the decoder from then on, so that the two parsers never disagree
+/// about where a request ends. An upstream answer this relay does not pass on as it is (a 401, a
+/// redirect, one without `Content-Length`, a body longer than the limit, one with a `Location`
+/// or `Link` to rewrite, or no answer at all) hands the request's own bytes to the decoder, for
+/// ``ReadFastPath`` or marked for the responder, which do all of that.
 final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    /// A `HEAD` relayed here: where it goes and what its log line says.
+    /// A `HEAD`, or a manifest `GET`, relayed here: where it goes and what its log line says.
     struct Plan {
         let upstream: ConnectorProxy.Upstream
         /// The upstream request's head, in bytes.
         let request: ByteBuffer
         let isBlob: Bool
+        /// The largest answer body relayed here: 0 for a `HEAD`.
+        let bodyLimit: Int
         /// `nil` when the access log is off (the log level is above `info`): a record costs
         /// three allocations and four locks, a few per cent of a relayed `HEAD`.
         let log: RequestLog?
@@ -82,6 +86,15 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     /// once its answer is written.
     private var heldQuiesce: Any?
     private var lastVerified: ClientAuthenticator.LastVerified?
+    /// An answer was written while the client's connection was not writable: the next request
+    /// waits until it is, so that a client that sends and does not read holds one answer here,
+    /// not one per request.
+    private var awaitingWritability = false
+
+    /// The largest manifest body relayed as bytes, held whole between the two connections; a
+    /// longer one (or one without `Content-Length`) goes to ``ReadFastPath``, which streams it.
+    /// Manifests are mostly a few KiB; the distribution registry accepts up to 4 MiB.
+    static let manifestBodyLimit = 64 * 1024
 
     init(proxy: ConnectorProxy, back: ReadFastPath) {
         self.proxy = proxy
@@ -109,7 +122,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             pending!.writeBuffer(&buffer)
         }
-        if case .none = exchange { takeUp(context: context) }
+        if isIdle { takeUp(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -146,7 +159,16 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private var isIdle: Bool {
-        if case .none = exchange { true } else { false }
+        if case .none = exchange { !awaitingWritability } else { false }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if awaitingWritability, context.channel.isWritable {
+            awaitingWritability = false
+            takeUp(context: context)
+            finishRead(context: context)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     // MARK: Requests
@@ -223,7 +245,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Relaying
 
     private func relay(_ plan: Plan, context: ChannelHandlerContext) {
-        plan.upstream.reads.startRawHead(plan.request, on: context.eventLoop) { [self] result in
+        plan.upstream.reads.startRawHead(plan.request, on: context.eventLoop, bodyLimit: plan.bodyLimit) { [self] result in
             answered(result, plan: plan, context: context)
         }
     }
@@ -250,6 +272,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         exchange = .none
+        plan.log?.bytesOut.add(response.body?.readableBytes ?? 0)
         plan.log?.finish(status: response.status)
         if let event = heldQuiesce {
             heldQuiesce = nil
@@ -262,6 +285,10 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(answer)), promise: nil)
+        guard context.channel.isWritable else {
+            awaitingWritability = true
+            return
+        }
         takeUp(context: context)
         finishRead(context: context)
     }
@@ -280,12 +307,14 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The client's answer: the upstream's status line and header lines, less the hop-by-hop
-    /// ones (its `Content-Length` stays) and `WWW-Authenticate`, unless the answer is one to
-    /// hand on.
+    /// ones (its `Content-Length` stays) and `WWW-Authenticate`, then the body if any, unless
+    /// the answer is one to hand on.
     static func answer(_ response: RawResponseHead, _ bytes: UnsafeRawBufferPointer, allocator: ByteBufferAllocator) -> Answer {
         let head = response.head
         if response.status == 401 { return .toResponder }
         if (300..<400).contains(response.status) { return .toFastPath }
+        // A body not taken whole (too long, or not framed by its length): streamed behind.
+        guard var body = response.body else { return .toFastPath }
         var hasLength = false
         for field in head.fields {
             if head.name(of: field, in: bytes, is: "content-length") {
@@ -295,7 +324,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         guard hasLength else { return .toResponder }
-        var answer = allocator.buffer(capacity: head.length)
+        var answer = allocator.buffer(capacity: head.length + body.readableBytes)
         // `HTTP/1.1`, whatever the upstream spoke, then its status code and reason as they came.
         answer.writeStaticString("HTTP/1.1")
         answer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[head.startLine.lowerBound + 8..<head.startLine.upperBound]))
@@ -306,6 +335,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             answer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.line]))
         }
         answer.writeStaticString("\r\n")
+        answer.writeBuffer(&body)
         return .relay(answer)
     }
 }
@@ -355,7 +385,8 @@ extension ConnectorProxy {
                 break
             }
         }
-        guard HTTPHead.equals(bytes, method, "HEAD"), !repeated, bytes[target.lowerBound] == UInt8(ascii: "/"),
+        let isGet = HTTPHead.equals(bytes, method, "GET")
+        guard isGet || HTTPHead.equals(bytes, method, "HEAD"), !repeated, bytes[target.lowerBound] == UInt8(ascii: "/"),
               !target.contains(where: { bytes[$0] == UInt8(ascii: "?") || bytes[$0] == UInt8(ascii: "%") })
         else { return .passOne }
 
@@ -363,13 +394,13 @@ extension ConnectorProxy {
         guard let destination = try? destination(host: hostName, path: text(target)),
               let (upstream, repository, endpoint) = allowedRead(
                   destination, authorization: authorization.map { text($0.value) }, lastVerified: &lastVerified),
-              Self.isRawHeadEndpoint(endpoint, upstream: upstream),
+              Self.isRawEndpoint(endpoint, upstream: upstream, get: isGet),
               let upstreamAuthorization = upstream.client.readyAuthorization(
-                  for: ScopeHints.scopes(method: "HEAD", route: destination.route, mountFrom: nil))
+                  for: ScopeHints.scopes(method: isGet ? "GET" : "HEAD", route: destination.route, mountFrom: nil))
         else { return .passOne }
 
         var request = allocator.buffer(capacity: head.length + 128 + (upstreamAuthorization.headerValue?.utf8.count ?? 0))
-        request.writeStaticString("HEAD ")
+        if isGet { request.writeStaticString("GET ") } else { request.writeStaticString("HEAD ") }
         request.writeString(Self.upstreamPath(destination.route))
         request.writeStaticString(" HTTP/1.1\r\nHost: ")
         request.writeString(upstream.reads.hostHeader)
@@ -383,16 +414,19 @@ extension ConnectorProxy {
             request.writeStaticString("\r\n")
         }
         request.writeStaticString("\r\n")
-        let log = logger.logLevel <= .info ? readLog("HEAD", upstream: upstream, repository: repository, endpoint: endpoint) : nil
-        return .relay(RawHeadRelay.Plan(upstream: upstream, request: request, isBlob: endpoint.isBlob, log: log))
+        let log = logger.logLevel <= .info
+            ? readLog(isGet ? "GET" : "HEAD", upstream: upstream, repository: repository, endpoint: endpoint) : nil
+        return .relay(RawHeadRelay.Plan(upstream: upstream, request: request, isBlob: endpoint.isBlob,
+                                        bodyLimit: isGet ? RawHeadRelay.manifestBodyLimit : 0, log: log))
     }
 
-    /// A manifest, or a blob unless the upstream redirects blob reads (to object storage, which
-    /// ``ReadFastPath`` follows, or back to itself, which the responder does).
-    private static func isRawHeadEndpoint(_ endpoint: RegistryEndpoint, upstream: Upstream) -> Bool {
+    /// A manifest; for a `HEAD` also a blob, unless the upstream redirects blob reads (to object
+    /// storage, which ``ReadFastPath`` follows, or back to itself, which the responder does).
+    /// A blob `GET` is streamed by ``ReadFastPath``.
+    private static func isRawEndpoint(_ endpoint: RegistryEndpoint, upstream: Upstream, get: Bool) -> Bool {
         switch endpoint {
         case .manifest: true
-        case .blob: !upstream.handsOnRedirects.isSet && !upstream.redirectsBlobHeads.isSet
+        case .blob: !get && !upstream.handsOnRedirects.isSet && !upstream.redirectsBlobHeads.isSet
         default: false
         }
     }

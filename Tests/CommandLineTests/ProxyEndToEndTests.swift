@@ -31,8 +31,11 @@ struct ProxyEndToEndTests {
         return (proxy, registry, issuer)
     }
 
-    static func seed(_ registry: TestRegistry, _ kind: Upstream, _ issuer: TokenIssuer?, repository: String, layerSize: Int = 4096) throws -> TestImage {
-        let image = TestImage(layerSize: layerSize, seed: UInt8.random(in: 1...200))
+    static func seed(
+        _ registry: TestRegistry, _ kind: Upstream, _ issuer: TokenIssuer?, repository: String, layerSize: Int = 4096,
+        annotationBytes: Int = 0
+    ) throws -> TestImage {
+        let image = TestImage(layerSize: layerSize, seed: UInt8.random(in: 1...200), annotationBytes: annotationBytes)
         let user: (String, String)? = switch kind {
         case .anonymous: nil
         case .basic: SharedRegistries.basicUser

@@ -54,6 +54,52 @@ struct RawHeadRelayTests {
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
+    /// Manifest `GET`s relayed as bytes: the registry's head and body as they came, from each
+    /// kind of upstream; a manifest longer than the relay holds, and errors, as before.
+    @Test(arguments: ProxyEndToEndTests.Upstream.allCases)
+    func manifestGetsCarryTheRegistrysAnswer(_ kind: ProxyEndToEndTests.Upstream) async throws {
+        let (proxy, registry, issuer) = try await ProxyEndToEndTests.proxy(for: kind)
+        defer { proxy.stop() }
+        let repository = "raw-get-\(kind)/app"
+        let image = try ProxyEndToEndTests.seed(registry, kind, issuer, repository: repository)
+        let token = try proxy.token()
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(repository)"
+        for _ in 0..<3 {
+            for reference in ["v1", image.manifestDigest] {
+                let get = try Curl.request("GET", "\(base)/manifests/\(reference)", headers: Self.accept, token: token)
+                #expect(get.status == 200)
+                #expect(get.body == image.manifest)
+                #expect(get.header("Content-Length") == "\(image.manifest.count)")
+                #expect(get.header("Docker-Content-Digest") == image.manifestDigest)
+                #expect(get.header("WWW-Authenticate") == nil && get.header("Connection") == nil, "\(get.headers)")
+            }
+            let missing = try Curl.request("GET", "\(base)/manifests/nope", headers: Self.accept, token: token)
+            #expect(missing.status == 404)
+            #expect(String(decoding: missing.body, as: UTF8.self).contains("MANIFEST_UNKNOWN"), "\(String(decoding: missing.body, as: UTF8.self))")
+        }
+        if kind == .anonymous {
+            // The registry's header lines in its order: relayed as bytes, not by the responder.
+            let direct = try Curl.request("GET", "\(registry.url)/v2/\(repository)/manifests/v1", headers: Self.accept)
+            let relayed = try Curl.request("GET", "\(base)/manifests/v1", headers: Self.accept, token: token)
+            let names = { (response: Curl.Response) in response.headers.map(\.0).filter { $0.lowercased() != "date" } }
+            #expect(names(relayed) == names(direct), "\(relayed.headers) against \(direct.headers)")
+            #expect(relayed.body == direct.body)
+
+            // Longer than the relay holds: streamed by the read path behind it, whole.
+            let large = try ProxyEndToEndTests.seed(registry, kind, issuer, repository: "\(repository)-large", annotationBytes: 100_000)
+            let get = try Curl.request("GET", "\(base)-large/manifests/v1", headers: Self.accept, token: token)
+            #expect(get.status == 200 && get.body == large.manifest, "\(get.status) \(get.body.count) bytes")
+            #expect(get.header("Docker-Content-Digest") == large.manifestDigest)
+        }
+        #expect(try Curl.request("GET", "\(base)/manifests/v1", token: proxy.token(repository: "raw-other/app")).status == 403)
+        #expect(try Curl.request("GET", "\(base)/manifests/v1").status == 401)
+
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("bytes_out=\(image.manifest.count) connector=team-a/up"), "\(log)")
+        #expect(log.contains("endpoint=manifests/v1 method=GET repository=\(repository)"))
+        for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
+    }
+
     /// A `HEAD` in two writes, then, back to back on the same connection: the proxy's own
     /// `/v2/`, a `GET`, a blob `HEAD`, one with a `Connection` header (after which the
     /// connection's bytes all go to the HTTP/1 parser), and two more reads.

@@ -292,6 +292,33 @@ extension BlobFetcherTests {
         #expect(fetcher.idleConnections == 1)
     }
 
+    /// A `GET` written as bytes takes its answer's body whole, when it arrives after the head
+    /// and in pieces; one longer than the limit is not taken, and its connection is not reused.
+    @Test func aRawGetTakesABodyThatArrivesInPieces() async throws {
+        let upstream = try await ScriptedUpstream.start(.splitBody)
+        defer { upstream.close() }
+        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
+        defer { Task { await fetcher.shutdown() } }
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let request = ByteBuffer(string: "GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\n\r\n")
+        func get(bodyLimit: Int) async throws -> RawResponseHead {
+            let promise = eventLoop.makePromise(of: RawResponseHead.self)
+            eventLoop.execute { fetcher.startRawHead(request, on: eventLoop, bodyLimit: bodyLimit) { promise.completeWith($0) } }
+            return try await promise.futureResult.get()
+        }
+        for _ in 0..<2 {
+            let answer = try await get(bodyLimit: 1024)
+            #expect(answer.status == 200)
+            #expect(answer.body.map { String(buffer: $0) } == ScriptedUpstream.splitBody)
+        }
+        #expect(fetcher.connectionsOpened == 1)
+        let tooLong = try await get(bodyLimit: ScriptedUpstream.splitBody.utf8.count - 1)
+        #expect(tooLong.status == 200 && tooLong.body == nil)
+        try await waitUntil { fetcher.idleConnections == 0 }
+        #expect(try await get(bodyLimit: 1024).body.map { String(buffer: $0) } == ScriptedUpstream.splitBody)
+        #expect(fetcher.connectionsOpened == 2)
+    }
+
     @Test func aShortBodyIsAnErrorNotAnEnd() async throws {
         let upstream = try await ScriptedUpstream.start(.truncate)
         defer { upstream.close() }
@@ -312,7 +339,12 @@ struct ScriptedUpstream {
         case closeOnSecondRequest
         /// Promises 100 bytes, sends 10 and closes.
         case truncate
+        /// Answers with ``ScriptedUpstream/splitBody``: the head and the first bytes of the body
+        /// in one write, the rest a little later.
+        case splitBody
     }
+
+    static let splitBody = #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#
 
     let channel: any Channel
     var port: Int { channel.localAddress?.port ?? 0 }
@@ -358,6 +390,16 @@ struct ScriptedUpstream {
             case .truncate:
                 respond(context, length: 100, body: "0123456789", end: false)
                 context.close(promise: nil)
+            case .splitBody:
+                let body = ScriptedUpstream.splitBody
+                respond(context, length: body.utf8.count, body: String(body.prefix(10)), end: false)
+                let rest = String(body.dropFirst(10))
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: .milliseconds(50)) {
+                    let (handler, context) = loopBound.value
+                    context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: rest)))), promise: nil)
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                }
             }
         }
 

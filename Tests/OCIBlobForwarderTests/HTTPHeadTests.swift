@@ -144,4 +144,28 @@ struct HTTPHeadTests {
         #expect(mismatches.isEmpty, "\(mismatches)")
         #expect(HTTPHead.allPlain(0x2020_2020_2020_2020) && HTTPHead.allPlain(0x7E7E_7E7E_7E7E_7E7E))
     }
+
+    /// Answers whose body a raw `GET` may take whole, by their framing: exactly one
+    /// `Content-Length` of digits, and no `Transfer-Encoding`.
+    static let framings: [(String, Int?)] = [
+        ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n", 1234),
+        ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", 0),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", nil),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n", nil),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 10\r\n\r\n", nil),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\n", nil),
+        ("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", nil),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n", nil),
+        ("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", nil),
+    ]
+
+    @Test(arguments: framings)
+    func bodiesAreTakenOnlyWhenTheirLengthFramesThem(_ answer: String, _ length: Int?) throws {
+        let bytes = Array(answer.utf8)
+        guard case .head(let head) = bytes.withUnsafeBytes({ HTTPHead.scan($0) }) else {
+            Issue.record("not scanned: \(answer)")
+            return
+        }
+        #expect(bytes.withUnsafeBytes { RawHeadTap.bodyLength(head, $0) } == length, "\(answer)")
+    }
 }
