@@ -126,6 +126,47 @@ struct RawHeadRelayTests {
         #expect(Array(responses[3].prefix(3)) == [.number(200), .number(image.layer.count), .number(0)], "\(output)")
     }
 
+    /// A client that sends many manifest `GET`s and reads none of the answers for a while: the
+    /// proxy holds about one answer for it (the next request waits for the connection to be
+    /// writable), not one per request, and all arrive once it reads.
+    @Test func aClientThatDoesNotReadHoldsOneAnswer() async throws {
+        let (proxy, registry, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
+        defer { proxy.stop() }
+        let image = try ProxyEndToEndTests.seed(registry, .anonymous, nil, repository: "raw-unread/app", annotationBytes: 60_000)
+        let token = try proxy.token()
+        let path = "/v2/namespaces/team-a/connectors/up/raw-unread/app/manifests/v1"
+        // Warm: the upstream connection and the token check are in place before the peak is read.
+        #expect(try Curl.request("GET", "http://\(proxy.host)\(path)", headers: Self.accept, token: token).status == 200)
+        let before = try #require(proxy.peakResidentKiB)
+        let requests = 600  // 36 MB of answers
+        let (host, port) = (proxy.host.split(separator: ":")[0], proxy.host.split(separator: ":")[1])
+        let output = try runCommand("/usr/bin/env", ["python3", "-c", """
+            import base64, socket, sys, threading, time
+            token = sys.stdin.read().strip()
+            auth = "Basic " + base64.b64encode(("w:" + token).encode()).decode()
+            wire = ("GET \(path) HTTP/1.1\\r\\nHost: \(host):\(port)\\r\\nAuthorization: " + auth +
+                    "\\r\\nAccept: \(TestImage.manifestMediaType)\\r\\n\\r\\n").encode()
+            connection = socket.create_connection(("\(host)", \(port)), timeout=60)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            threading.Thread(target=lambda: connection.sendall(wire * \(requests)), daemon=True).start()
+            time.sleep(3)
+            reader = connection.makefile("rb")
+            complete = 0
+            for _ in range(\(requests)):
+                status = reader.readline().split()[1]
+                length = 0
+                while (line := reader.readline()) not in (b"\\r\\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                complete += status == b"200" and len(reader.read(length)) == length == \(image.manifest.count)
+            print(complete)
+            """], input: token)
+        #expect(output.trimmingCharacters(in: .whitespacesAndNewlines) == "\(requests)")
+        let growth = try #require(proxy.peakResidentKiB) - before
+        #expect(growth < 16 * 1024, "the proxy's peak RSS grew by \(growth) KiB")
+    }
+
     /// A TLS handshake sent to the plain-text port (clients that try https first, as skopeo
     /// does) is refused by the HTTP/1 parser at once, not held as the start of a head.
     @Test func aTLSHandshakeOnThePlainPortIsRefused() async throws {
