@@ -24,6 +24,15 @@ struct BlobFetcherTests {
         try BlobFetcher(host: "127.0.0.1", port: registry.port, hostHeader: registry.host, configuration: configuration)
     }
 
+    /// Sends a request written as bytes with `startRawHead`, from `eventLoop`, and waits for its answer.
+    static func raw(
+        _ request: ByteBuffer, _ fetcher: BlobFetcher, on eventLoop: any EventLoop, bodyLimit: Int = 0
+    ) async throws -> RawResponseHead {
+        let promise = eventLoop.makePromise(of: RawResponseHead.self)
+        eventLoop.execute { fetcher.startRawHead(request, on: eventLoop, bodyLimit: bodyLimit) { promise.completeWith($0) } }
+        return try await promise.futureResult.get()
+    }
+
     /// Reads a body to its end: the bytes, and the largest buffer seen.
     static func read(_ body: BlobBody) async throws -> (Data, Int) {
         var data = Data()
@@ -101,9 +110,7 @@ struct BlobFetcherTests {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         func rawHead(_ target: String) async throws -> (Int, String) {
             let request = ByteBuffer(string: "HEAD \(target) HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\nUser-Agent: test\r\n\r\n")
-            let promise = eventLoop.makePromise(of: RawResponseHead.self)
-            eventLoop.execute { fetcher.startRawHead(request, on: eventLoop) { promise.completeWith($0) } }
-            let answer = try await promise.futureResult.get()
+            let answer = try await Self.raw(request, fetcher, on: eventLoop)
             return (answer.status, String(buffer: answer.bytes))
         }
         for _ in 0..<3 {
@@ -282,9 +289,7 @@ extension BlobFetcherTests {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         let request = ByteBuffer(string: "HEAD /v2/a/manifests/v1 HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\n\r\n")
         for _ in 0..<2 {
-            let promise = eventLoop.makePromise(of: RawResponseHead.self)
-            eventLoop.execute { fetcher.startRawHead(request, on: eventLoop) { promise.completeWith($0) } }
-            let answer = try await promise.futureResult.get()
+            let answer = try await Self.raw(request, fetcher, on: eventLoop)
             #expect(answer.status == 200)
             #expect(String(buffer: answer.bytes).contains("Content-Length: 2\r\n"))
         }
@@ -302,9 +307,7 @@ extension BlobFetcherTests {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         let request = ByteBuffer(string: "GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\n\r\n")
         func get(bodyLimit: Int) async throws -> RawResponseHead {
-            let promise = eventLoop.makePromise(of: RawResponseHead.self)
-            eventLoop.execute { fetcher.startRawHead(request, on: eventLoop, bodyLimit: bodyLimit) { promise.completeWith($0) } }
-            return try await promise.futureResult.get()
+            try await Self.raw(request, fetcher, on: eventLoop, bodyLimit: bodyLimit)
         }
         for _ in 0..<2 {
             let answer = try await get(bodyLimit: 1024)
