@@ -174,13 +174,33 @@ package struct HTTPHead: Sendable {
         guard line.count >= 12, Self.startsWith(bytes, at: line.lowerBound, "HTTP/1."),
               bytes[line.lowerBound + 7] == UInt8(ascii: "0") || bytes[line.lowerBound + 7] == UInt8(ascii: "1"),
               bytes[line.lowerBound + 8] == space, line.count == 12 || bytes[line.lowerBound + 12] == space else { return nil }
-        var code = 0
-        for index in line.lowerBound + 9..<line.lowerBound + 12 {
+        guard let code = Self.decimal(bytes, line.lowerBound + 9..<line.lowerBound + 12) else { return nil }
+        return code >= 100 ? code : nil
+    }
+
+    /// The length of the body a response head announces when exactly one `Content-Length` of
+    /// digits frames it and no `Transfer-Encoding` does; `nil` for any other framing.
+    package func framedBodyLength(in bytes: UnsafeRawBufferPointer) -> Int? {
+        var length: Int?
+        for field in fields {
+            if name(of: field, in: bytes, is: "transfer-encoding") { return nil }
+            guard name(of: field, in: bytes, is: "content-length") else { continue }
+            guard length == nil, field.value.count <= 12, let value = Self.decimal(bytes, field.value) else { return nil }
+            length = value
+        }
+        return length
+    }
+
+    /// The number `bytes[range]` spells in decimal digits only; `nil` if empty or anything else.
+    private static func decimal(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> Int? {
+        guard !range.isEmpty else { return nil }
+        var value = 0
+        for index in range {
             let digit = bytes[index] &- UInt8(ascii: "0")
             guard digit < 10 else { return nil }
-            code = code * 10 + Int(digit)
+            value = value * 10 + Int(digit)
         }
-        return code >= 100 ? code : nil
+        return value
     }
 
     /// Whether the connection may carry another exchange after this response: HTTP/1.1 without

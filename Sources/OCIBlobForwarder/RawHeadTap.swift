@@ -99,7 +99,7 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
                     continue
                 }
                 let length = bodyLimit == 0 || status == 204 || status == 304
-                    ? 0 : headBytes.withUnsafeReadableBytes { Self.bodyLength(head, $0) }
+                    ? 0 : headBytes.withUnsafeReadableBytes { head.framedBodyLength(in: $0) }
                 guard let length, length <= bodyLimit else {
                     // Not framed by a length, or too long to hold: not read here.
                     cancel()
@@ -116,26 +116,5 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
         }
-    }
-}
-
-extension RawHeadTap {
-    /// The length of a body framed by exactly one `Content-Length` of digits and no
-    /// `Transfer-Encoding`; `nil` for any other framing.
-    static func bodyLength(_ head: HTTPHead, _ bytes: UnsafeRawBufferPointer) -> Int? {
-        var length: Int?
-        for field in head.fields {
-            if head.name(of: field, in: bytes, is: "transfer-encoding") { return nil }
-            guard head.name(of: field, in: bytes, is: "content-length") else { continue }
-            guard length == nil, !field.value.isEmpty, field.value.count <= 12 else { return nil }
-            var value = 0
-            for index in field.value {
-                let digit = bytes[index] &- UInt8(ascii: "0")
-                guard digit < 10 else { return nil }
-                value = value * 10 + Int(digit)
-            }
-            length = value
-        }
-        return length
     }
 }

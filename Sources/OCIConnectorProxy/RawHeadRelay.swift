@@ -165,8 +165,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if awaitingWritability, context.channel.isWritable {
             awaitingWritability = false
-            takeUp(context: context)
-            finishRead(context: context)
+            takeUpOutsideRead(context: context)
         }
         context.fireChannelWritabilityChanged()
     }
@@ -229,9 +228,15 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
         exchange = .none
         context.eventLoop.assumeIsolated().execute { [self] in
             guard let context = self.context, context.channel.isActive, isIdle else { return }
-            takeUp(context: context)
-            finishRead(context: context)
+            takeUpOutsideRead(context: context)
         }
+    }
+
+    /// ``takeUp(context:)`` when no read is under way (an answer arrived, the connection became
+    /// writable): what it hands to the decoder is processed as at the end of a read.
+    private func takeUpOutsideRead(context: ChannelHandlerContext) {
+        takeUp(context: context)
+        finishRead(context: context)
     }
 
     /// Outside a read: what went to the decoder is processed at the end of a read.
@@ -289,8 +294,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             awaitingWritability = true
             return
         }
-        takeUp(context: context)
-        finishRead(context: context)
+        takeUpOutsideRead(context: context)
     }
 
     /// Gives the request to the decoder, as if it had just arrived: for ``ReadFastPath`` or,
@@ -386,6 +390,7 @@ extension ConnectorProxy {
             }
         }
         let isGet = HTTPHead.equals(bytes, method, "GET")
+        let methodName = isGet ? "GET" : "HEAD"
         guard isGet || HTTPHead.equals(bytes, method, "HEAD"), !repeated, bytes[target.lowerBound] == UInt8(ascii: "/"),
               !target.contains(where: { bytes[$0] == UInt8(ascii: "?") || bytes[$0] == UInt8(ascii: "%") })
         else { return .passOne }
@@ -396,7 +401,7 @@ extension ConnectorProxy {
                   destination, authorization: authorization.map { text($0.value) }, lastVerified: &lastVerified),
               Self.isRawEndpoint(endpoint, upstream: upstream, get: isGet),
               let upstreamAuthorization = upstream.client.readyAuthorization(
-                  for: ScopeHints.scopes(method: isGet ? "GET" : "HEAD", route: destination.route, mountFrom: nil))
+                  for: ScopeHints.scopes(method: methodName, route: destination.route, mountFrom: nil))
         else { return .passOne }
 
         var request = allocator.buffer(capacity: head.length + 128 + (upstreamAuthorization.headerValue?.utf8.count ?? 0))
@@ -415,7 +420,7 @@ extension ConnectorProxy {
         }
         request.writeStaticString("\r\n")
         let log = logger.logLevel <= .info
-            ? readLog(isGet ? "GET" : "HEAD", upstream: upstream, repository: repository, endpoint: endpoint) : nil
+            ? readLog(methodName, upstream: upstream, repository: repository, endpoint: endpoint) : nil
         return .relay(RawHeadRelay.Plan(upstream: upstream, request: request, isBlob: endpoint.isBlob,
                                         bodyLimit: isGet ? RawHeadRelay.manifestBodyLimit : 0, log: log))
     }

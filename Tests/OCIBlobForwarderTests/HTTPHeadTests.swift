@@ -166,6 +166,6 @@ struct HTTPHeadTests {
             Issue.record("not scanned: \(answer)")
             return
         }
-        #expect(bytes.withUnsafeBytes { RawHeadTap.bodyLength(head, $0) } == length, "\(answer)")
+        #expect(bytes.withUnsafeBytes { head.framedBodyLength(in: $0) } == length, "\(answer)")
     }
 }
