@@ -9,6 +9,11 @@ answering `/v2/` themselves, nginx, the proxy, `relay-floor static-raw` and `sta
 Prints each one's CPU per request (user and system, from /proc in 10 ms ticks: about 2 µs per
 request at 5000 requests a round) and requests/s. About 4 minutes; cleans up after itself. With `--baseline-bin` (an earlier build of
 the proxy), that one is measured beside it too, and each round's CPU of the two is compared.
+
+With `--upstream registry` the upstream is the real anonymous `docker-registry` instead, as in the
+end-to-end harness's manifest cells, and the registry is also asked directly: then each cell also
+reports what the registry and curl spent per request and the p50, so that the proxy, nginx and
+`relay-raw` are compared where the registry shares the two cores with them.
 Run from the repository root, after `swift build -c release` there:
 
     (cd Benchmarks/RelayFloor && swift build -c release) && python3 Benchmarks/RelayFloor/run.py
@@ -53,7 +58,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--baseline-bin", help="a second proxy binary (an earlier build) measured beside the first, "
                         "with each round's CPU per request of the two compared")
+    parser.add_argument("--upstream", choices=["nginx", "registry"], default="nginx",
+                        help="what the relays relay to: nginx serving a file (the default), or the real registry")
+    parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
+    on_registry = args.upstream == "registry"
+    registries = B.Bench(args) if on_registry else None  # starts and seeds the registry, removes it after
     work = tempfile.mkdtemp(prefix="relay-floor-")
     os.chmod(work, 0o755)  # nginx's workers read the manifest file as another user
     processes = []
@@ -64,6 +74,14 @@ def main():
 
     try:
         upstream, relay, proxy_port, baseline_port = B.free_port(), B.free_port(), B.free_port(), B.free_port()
+        static_port = upstream
+        if on_registry:
+            upstream = registries.registry("anonymous", htpasswd=False)
+            static_port = B.free_port()  # nginx's file server is not the upstream then
+            registries.seed_image(f"http://127.0.0.1:{upstream}", "bench/small", [], layer_size=1024)
+            registry_pids = list(registries.registry_pids.values())
+        else:
+            registry_pids = []
         floor = {name: B.free_port() for name in ("relay-raw", "static-raw", "static-codec")}
         open(os.path.join(work, "manifest.json"), "wb").write(MANIFEST)
         temp = " ".join(f"{kind}_temp_path {work}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -75,7 +93,7 @@ worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx.err
 events {{ worker_connections 1024; }}
 http {{ access_log off; {temp}
   upstream registry {{ server 127.0.0.1:{upstream}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{upstream};
+  server {{ listen 127.0.0.1:{static_port};
     location = /v2/ {{ default_type application/json; {version} return 200 "{{}}"; }}
     location = /v2/bench/small/manifests/v1 {{ alias {work}/manifest.json; default_type application/vnd.oci.image.manifest.v1+json;
       add_header Docker-Content-Digest {DIGEST}; {version} add_header Etag '"{DIGEST}"'; add_header X-Content-Type-Options nosniff; }} }}
@@ -113,10 +131,16 @@ http {{ access_log off; {temp}
             "/v2/ answered: static-raw": (floor["static-raw"], "/v2/", [floors["static-raw"].pid]),
             "/v2/ answered: static-codec": (floor["static-codec"], "/v2/", [floors["static-codec"].pid]),
         }
+        if on_registry:
+            # The registry asked directly, and only what reaches it: `/v2/` answered by each server
+            # itself is measured against the cheap upstream alone.
+            cells = {"HEAD direct": (upstream, "/v2" + manifest, []), "GET direct": (upstream, "/v2" + manifest, []),
+                     **{name: cell for name, cell in cells.items() if not name.startswith("/v2/")}}
         if baseline:
             cells["HEAD relayed: proxy (baseline)"] = (baseline_port, "/v2" + prefix + manifest, [baseline.pid])
             cells["GET relayed: proxy (baseline)"] = (baseline_port, "/v2" + prefix + manifest, [baseline.pid])
-            cells["/v2/ answered: proxy (baseline)"] = (baseline_port, "/v2/", [baseline.pid])
+            if not on_registry:
+                cells["/v2/ answered: proxy (baseline)"] = (baseline_port, "/v2/", [baseline.pid])
         results = {name: [] for name in cells}
         for round in range(args.rounds + 1):  # the first round warms up and is not counted
             for name in (list(cells) if round % 2 == 0 else list(reversed(cells))):
@@ -124,37 +148,69 @@ http {{ access_log off; {temp}
                 config = os.path.join(work, f"{port}{path.replace('/', '_')}.cfg")
                 if not os.path.exists(config):
                     open(config, "w").write(f'url = "http://127.0.0.1:{port}{path}"\noutput = "/dev/null"\n' * args.requests)
-                argv = ["curl", "-s", "--parallel", "--parallel-max", "8", "-K", config, "-H", f"Authorization: {auth}",
-                        "-H", "Accept: application/vnd.oci.image.manifest.v1+json", "-w", "%{http_code}\\n"]
+                argv = ["curl", "-s", "--parallel", "--parallel-max", str(args.connections), "-K", config,
+                        "-H", f"Authorization: {auth}", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
+                        "-w", "%{http_code} %{time_total}\\n"]
                 if not name.startswith("GET"):  # `/v2/` too, as the version check clients send
                     argv.append("-I")
                 (user0, system0), start_time = ticks(pids), time.perf_counter()
-                out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+                registry0, client0 = B.cpu_seconds(registry_pids), B.children_cpu_seconds()
+                out = subprocess.run(argv, capture_output=True, text=True, timeout=300).stdout
                 elapsed, (user1, system1) = time.perf_counter() - start_time, ticks(pids)
-                codes = out.split()
-                assert len(codes) == args.requests and set(codes) == {"200"}, (name, set(codes))
+                registry_cpu, client_cpu = B.cpu_seconds(registry_pids) - registry0, B.children_cpu_seconds() - client0
+                lines = [line.split() for line in out.splitlines()]
+                codes = {line[0] for line in lines}
+                assert len(lines) == args.requests and codes == {"200"}, (name, codes)
+                times = sorted(float(line[1]) for line in lines)
                 if round:
-                    results[name].append(((user1 - user0) / args.requests * 1e6, (system1 - system0) / args.requests * 1e6,
-                                          args.requests / elapsed))
-        print("| server | CPU µs per request | user | system | requests/s |")
-        print("|---|---:|---:|---:|---:|")
+                    results[name].append({
+                        "user": (user1 - user0) / args.requests * 1e6, "system": (system1 - system0) / args.requests * 1e6,
+                        "rps": args.requests / elapsed, "p50": times[len(times) // 2] * 1e3,
+                        "registry": registry_cpu / args.requests * 1e6, "curl": client_cpu / args.requests * 1e6})
+        if on_registry:
+            print("| path | server CPU µs per request | user | system | registry CPU µs | curl CPU µs | requests/s | p50 ms |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        else:
+            print("| server | CPU µs per request | user | system | requests/s |")
+            print("|---|---:|---:|---:|---:|")
         for name, rows in results.items():
-            user, system = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-            total = statistics.median(r[0] + r[1] for r in rows)
-            print(f"| {name} | {total:.0f} | {user:.0f} | {system:.0f} | {statistics.median(r[2] for r in rows):.0f} |")
-        if baseline:
-            # Paired by round: both were measured minutes apart at most, so the host's drift over
-            # the run falls on both alike.
-            # System time moves with the host far more than user time, which is what a change to
-            # the proxy's own code moves: both are compared.
-            print("\nproxy / baseline, CPU per request in the same round:")
-            for cell in ("HEAD relayed", "GET relayed", "/v2/ answered"):
-                new, old = results[f"{cell}: proxy"], results[f"{cell}: proxy (baseline)"]
-                for label, cost in [("all", lambda r: r[0] + r[1]), ("user", lambda r: r[0])]:
+            def median(key):
+                return statistics.median(r[key] for r in rows)
+            total = statistics.median(r["user"] + r["system"] for r in rows)
+            line = f"| {name} | {total:.0f} | {median('user'):.0f} | {median('system'):.0f} |"
+            if on_registry:
+                line += f" {median('registry'):.0f} | {median('curl'):.0f} | {median('rps'):.0f} | {median('p50'):.2f} |"
+            else:
+                line += f" {median('rps'):.0f} |"
+            print(line)
+
+        def paired(title, pairs, costs):
+            # Paired by round: the two were measured minutes apart at most, so the host's drift
+            # over the run falls on both alike.
+            print(f"\n{title}:")
+            for new_name, old_name in pairs:
+                new, old = results.get(new_name), results.get(old_name)
+                if not new or not old:
+                    continue
+                for label, cost in costs:
                     ratios = sorted(cost(a) / cost(b) for a, b in zip(new, old) if cost(b) > 0)
                     if ratios:
-                        print(f"  {cell}, {label}: {statistics.median(ratios):.3f}× (rounds {ratios[0]:.3f}–{ratios[-1]:.3f}; "
-                              f"less in {sum(r < 1 for r in ratios)} of {len(ratios)})")
+                        print(f"  {new_name} / {old_name}, {label}: {statistics.median(ratios):.3f}× "
+                              f"(rounds {ratios[0]:.3f}–{ratios[-1]:.3f}; less in {sum(r < 1 for r in ratios)} of {len(ratios)})")
+
+        cpu_costs = [("all", lambda r: r["user"] + r["system"]), ("user", lambda r: r["user"])]
+        if on_registry:
+            rate = [("requests/s", lambda r: r["rps"]),
+                    ("CPU of all processes per request", lambda r: r["user"] + r["system"] + r["registry"] + r["curl"])]
+            paired("Against nginx in the same round", [(f"{method} relayed: {server}", f"{method} relayed: nginx")
+                                                       for method in ("HEAD", "GET") for server in ("proxy", "relay-raw")],
+                   rate + cpu_costs)
+        if baseline:
+            # System time moves with the host far more than user time, which is what a change to
+            # the proxy's own code moves: both are compared.
+            paired("proxy / baseline, CPU per request in the same round",
+                   [(f"{cell}: proxy", f"{cell}: proxy (baseline)") for cell in ("HEAD relayed", "GET relayed", "/v2/ answered")],
+                   cpu_costs + ([("requests/s", lambda r: r["rps"])] if on_registry else []))
     finally:
         for process in processes:
             process.terminate()
@@ -164,6 +220,8 @@ http {{ access_log off; {temp}
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(work, ignore_errors=True)
+        if registries:
+            registries.cleanup()
 
 
 if __name__ == "__main__":
