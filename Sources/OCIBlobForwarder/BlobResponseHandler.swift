@@ -129,8 +129,9 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 state = .idle
                 return false
             }
-            let generation = generation
-            tap.send(bytes, bodyLimit: bodyLimit) { [self] arrival in rawHeadArrived(arrival, generation) }
+            tap.send(bytes, bodyLimit: bodyLimit, exchange: generation) { [self] arrival, generation in
+                rawHeadArrived(arrival, generation)
+            }
         }
         lastRead = .now()
         armTimer(context)

@@ -65,8 +65,9 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum Exchange {
         case none
-        /// Relayed here; the request's bytes are kept to hand it on.
-        case relaying(ByteBuffer)
+        /// Relayed here; the request's bytes are kept to hand it on. The plan is kept here too,
+        /// so that the upstream's callback captures only the handler (no context to allocate).
+        case relaying(ByteBuffer, Plan)
         /// The decoder has the request.
         case passed
     }
@@ -191,7 +192,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             pending = buffer.readableBytes > 0 ? buffer : nil
             switch decision {
             case .relay(let plan):
-                exchange = .relaying(request)
+                exchange = .relaying(request, plan)
                 relay(plan, context: context)
             case .passOne, .passAll:
                 exchange = .passed
@@ -251,13 +252,13 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func relay(_ plan: Plan, context: ChannelHandlerContext) {
         plan.upstream.reads.startRawHead(plan.request, on: context.eventLoop, bodyLimit: plan.bodyLimit) { [self] result in
-            answered(result, plan: plan, context: context)
+            answered(result)
         }
     }
 
-    private func answered(_ result: Result<RawResponseHead, any Error>, plan: Plan, context: ChannelHandlerContext) {
-        guard case .relaying(let request) = exchange else { return }
-        guard context.channel.isActive else {
+    private func answered(_ result: Result<RawResponseHead, any Error>) {
+        guard case .relaying(let request, let plan) = exchange else { return }
+        guard let context, context.channel.isActive else {
             plan.log?.finish(status: 499, detail: "the client closed the connection")
             return
         }
@@ -396,9 +397,15 @@ extension ConnectorProxy {
         else { return .passOne }
 
         let hostName = host.map { text($0.value) } ?? "localhost"
+        // A connection sends the same `Authorization` with every request: when it is the one
+        // verified last, that `String` serves, and none is made from the bytes.
+        let authorizationValue = authorization.map { field in
+            if let last = lastVerified, Self.equals(bytes, field.value, last.header) { return last.header }
+            return text(field.value)
+        }
         guard let destination = try? destination(host: hostName, path: text(target)),
               let (upstream, repository, endpoint) = allowedRead(
-                  destination, authorization: authorization.map { text($0.value) }, lastVerified: &lastVerified),
+                  destination, authorization: authorizationValue, lastVerified: &lastVerified),
               Self.isRawEndpoint(endpoint, upstream: upstream, get: isGet),
               let upstreamAuthorization = upstream.client.readyAuthorization(
                   for: ScopeHints.scopes(method: methodName, route: destination.route, mountFrom: nil))
@@ -406,7 +413,7 @@ extension ConnectorProxy {
 
         var request = allocator.buffer(capacity: head.length + 128 + (upstreamAuthorization.headerValue?.utf8.count ?? 0))
         if isGet { request.writeStaticString("GET ") } else { request.writeStaticString("HEAD ") }
-        request.writeString(Self.upstreamPath(destination.route))
+        Self.writeUpstreamPath(destination.route, to: &request)
         request.writeStaticString(" HTTP/1.1\r\nHost: ")
         request.writeString(upstream.reads.hostHeader)
         request.writeStaticString("\r\n")
@@ -423,6 +430,36 @@ extension ConnectorProxy {
             ? readLog(methodName, upstream: upstream, repository: repository, endpoint: endpoint) : nil
         return .relay(RawHeadRelay.Plan(upstream: upstream, request: request, isBlob: endpoint.isBlob,
                                         bodyLimit: isGet ? RawHeadRelay.manifestBodyLimit : 0, log: log))
+    }
+
+    /// ``upstreamPath(_:)``, written into `buffer` without making a `String` of it first.
+    static func writeUpstreamPath(_ route: RegistryRoute, to buffer: inout ByteBuffer) {
+        guard case .repository(let name, let endpoint) = route else {
+            buffer.writeString(upstreamPath(route))
+            return
+        }
+        buffer.writeStaticString("/v2/")
+        buffer.writeString(name)
+        switch endpoint {
+        case .manifest(.tag(let tag)):
+            buffer.writeStaticString("/manifests/")
+            buffer.writeString(tag)
+        case .manifest(.digest(let digest)):
+            buffer.writeStaticString("/manifests/")
+            buffer.writeString(digest.string)
+        case .blob(let digest):
+            buffer.writeStaticString("/blobs/")
+            buffer.writeString(digest.string)
+        default:
+            buffer.writeStaticString("/")
+            buffer.writeString(endpoint.path)
+        }
+    }
+
+    /// Whether `bytes[range]` are the UTF-8 of `text`.
+    private static func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ text: String) -> Bool {
+        text.utf8.withContiguousStorageIfAvailable { HTTPHead.equals(bytes, range, UnsafeRawBufferPointer($0)) }
+            ?? text.utf8.elementsEqual(bytes[range])
     }
 
     /// A manifest; for a `HEAD` also a blob, unless the upstream redirects blob reads (to object

@@ -134,27 +134,33 @@ enum RouteParser {
     }
 
     static func connectorRoute(_ bytes: Bytes, from start: Int, to end: Int) -> Result<ConnectorRoute, ParseFailure> {
-        // namespaces/NS/connectors/NAME/REST
-        var segments: [Range<Int>] = []
-        segments.reserveCapacity(4)
-        var segmentStart = start
+        // namespaces/NS/connectors/NAME/REST: where each of the first four segments ends, kept in
+        // a tuple rather than an array, which would cost an allocation on every request.
+        var ends = (-1, -1, -1, -1)
+        var found = 0
         var index = start
-        while index < end, segments.count < 4 {
+        while index < end, found < 4 {
             if bytes[index] == ASCII.slash {
-                segments.append(segmentStart..<index)
-                segmentStart = index + 1
+                switch found {
+                case 0: ends.0 = index
+                case 1: ends.1 = index
+                case 2: ends.2 = index
+                default: ends.3 = index
+                }
+                found += 1
             }
             index += 1
         }
-        guard segments.count == 4,
-              ReferenceParser.equals(bytes, segments[0], "namespaces"),
-              ReferenceParser.equals(bytes, segments[2], "connectors")
+        guard found == 4,
+              ReferenceParser.equals(bytes, start..<ends.0, "namespaces"),
+              ReferenceParser.equals(bytes, ends.1 + 1..<ends.2, "connectors")
         else {
             return .failure(ParseFailure(
                 code: .unknownRoute, reason: "proxy paths start with /v2/namespaces/NAMESPACE/connectors/NAME/"))
         }
-        let namespace = string(bytes, segments[1])
-        let name = string(bytes, segments[3])
+        let segmentStart = ends.3 + 1
+        let namespace = string(bytes, ends.0 + 1..<ends.1)
+        let name = string(bytes, ends.2 + 1..<ends.3)
         let connector: ConnectorID
         do {
             connector = try ConnectorID(namespace: namespace, name: name)

@@ -145,6 +145,27 @@ struct HTTPHeadTests {
         #expect(HTTPHead.allPlain(0x2020_2020_2020_2020) && HTTPHead.allPlain(0x7E7E_7E7E_7E7E_7E7E))
     }
 
+    /// Comparing a range of a head with other bytes, eight at a time: a difference in any
+    /// position, in a whole word or in the bytes after the last one, and a length apart.
+    @Test func rangesCompareWithOtherBytesInEveryPosition() {
+        let token = Array("Basic YmVuY2g6ZXlKaGJHY2lPaUpGWkVSVFFTSjkuZTMwLnNpZw==".utf8)  // 54 bytes: six words and six more
+        let head = Array("Authorization: ".utf8) + token + Array("\r\n".utf8)
+        let range = 15..<15 + token.count
+        head.withUnsafeBytes { bytes in
+            #expect(token.withUnsafeBytes { HTTPHead.equals(bytes, range, $0) })
+            #expect(!token.dropLast().withUnsafeBytes { HTTPHead.equals(bytes, range, $0) })
+            #expect(!token.withUnsafeBytes { HTTPHead.equals(bytes, range.dropLast(), $0) })
+            #expect([UInt8]().withUnsafeBytes { HTTPHead.equals(bytes, 3..<3, $0) })
+            var mismatches: [Int] = []
+            for position in token.indices {
+                var other = token
+                other[position] ^= 0x20
+                if other.withUnsafeBytes({ HTTPHead.equals(bytes, range, $0) }) { mismatches.append(position) }
+            }
+            #expect(mismatches.isEmpty, "taken as equal with a byte changed at \(mismatches)")
+        }
+    }
+
     /// Answers whose body a raw `GET` may take whole, by their framing: exactly one
     /// `Content-Length` of digits, and no `Transfer-Encoding`.
     static let framings: [(String, Int?)] = [
