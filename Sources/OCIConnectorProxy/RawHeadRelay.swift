@@ -57,6 +57,8 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     /// What becomes of a request whose head was scanned.
     enum Decision {
         case relay(Plan)
+        /// `/v2/` (or a connector's), for a token that may ask it: answered here at once.
+        case versionCheck(isGet: Bool, log: RequestLog?)
         /// To the decoder, alone: this relay takes up the bytes after it once it is answered.
         case passOne
         /// To the decoder with everything after it, for good.
@@ -79,6 +81,8 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     private var passingAll = false
     /// Bytes read and not yet handled: the start of the next request, or more.
     private var pending: ByteBuffer?
+    /// The `Date` of the version checks answered here.
+    private var date = HTTPDate.Cache()
     private var exchange = Exchange.none
     private var heldRead = false
     /// Whether bytes went to the decoder since the last `channelReadComplete` went on.
@@ -194,6 +198,8 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             case .relay(let plan):
                 exchange = .relaying(request, plan)
                 relay(plan, context: context)
+            case .versionCheck(let isGet, let log):
+                answerVersionCheck(isGet: isGet, log: log, context: context)
             case .passOne, .passAll:
                 exchange = .passed
                 passOn(request, context: context)
@@ -246,6 +252,32 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             passedSinceReadComplete = false
             context.fireChannelReadComplete()
         }
+    }
+
+    // MARK: Answered here
+
+    /// The version check's answer up to its `Date`, as ``ReadFastPath`` and the responder write
+    /// it: the same fields in the same order.
+    private static let versionCheckHead: String = {
+        var head = "HTTP/1.1 200 OK\r\n"
+        for field in ConnectorProxy.versionCheckFields { head += "\(field.name.rawName): \(field.value)\r\n" }
+        return head + "Content-Length: \(ConnectorProxy.versionCheckBody.utf8.count)\r\nDate: "
+    }()
+
+    /// Answers `/v2/`, the check clients send before each pull or push, without a round trip
+    /// through NIO's HTTP/1 decoder and encoder (which cost it about as much again).
+    private func answerVersionCheck(isGet: Bool, log: RequestLog?, context: ChannelHandlerContext) {
+        var answer = context.channel.allocator.buffer(capacity: 192)
+        answer.writeString(Self.versionCheckHead)
+        answer.writeString(date.now())
+        answer.writeStaticString("\r\n\r\n")
+        if isGet {
+            answer.writeString(ConnectorProxy.versionCheckBody)
+            log?.bytesOut.add(ConnectorProxy.versionCheckBody.utf8.count)
+        }
+        log?.finish(status: 200)
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(answer)), promise: nil)
+        if !context.channel.isWritable { awaitingWritability = true }
     }
 
     // MARK: Relaying
@@ -403,8 +435,11 @@ extension ConnectorProxy {
             if let last = lastVerified, Self.equals(bytes, field.value, last.header) { return last.header }
             return text(field.value)
         }
-        guard let destination = try? destination(host: hostName, path: text(target)),
-              let (upstream, repository, endpoint) = allowedRead(
+        guard let destination = try? destination(host: hostName, path: text(target)) else { return .passOne }
+        if destination.route == .base {
+            return versionCheckDecision(destination, authorization: authorizationValue, isGet: isGet, lastVerified: &lastVerified)
+        }
+        guard let (upstream, repository, endpoint) = allowedRead(
                   destination, authorization: authorizationValue, lastVerified: &lastVerified),
               Self.isRawEndpoint(endpoint, upstream: upstream, get: isGet),
               let upstreamAuthorization = upstream.client.readyAuthorization(
@@ -430,6 +465,17 @@ extension ConnectorProxy {
             ? readLog(methodName, upstream: upstream, repository: repository, endpoint: endpoint) : nil
         return .relay(RawHeadRelay.Plan(upstream: upstream, request: request, isBlob: endpoint.isBlob,
                                         bodyLimit: isGet ? RawHeadRelay.manifestBodyLimit : 0, log: log))
+    }
+
+    /// `/v2/`, or a connector's `/v2/` in either form, answered by ``RawHeadRelay`` when the token
+    /// verifies and may pull through the connector named; anything else (no token, one that
+    /// does not verify or allow it) goes to the responder, which explains the refusal.
+    private func versionCheckDecision(
+        _ destination: Destination, authorization: String?, isGet: Bool, lastVerified: inout ClientAuthenticator.LastVerified?
+    ) -> RawHeadRelay.Decision {
+        guard allowsVersionCheck(destination, authorization: authorization, lastVerified: &lastVerified) else { return .passOne }
+        let log = logger.logLevel <= .info ? versionCheckLog(method: isGet ? "GET" : "HEAD", destination: destination) : nil
+        return .versionCheck(isGet: isGet, log: log)
     }
 
     /// ``upstreamPath(_:)``, written into `buffer` without making a `String` of it first.

@@ -501,7 +501,9 @@ extension ConnectorProxy {
         case .repository(_, .manifest), .repository(_, .blob), .repository(_, .tagList), .repository(_, .referrers):
             return readPlan(for: request, host: host, destination: destination, lastVerified: &lastVerified).map { .read($0) }
         case .base:
-            return versionCheckLog(for: request, destination: destination, lastVerified: &lastVerified).map { .versionCheck($0) }
+            let authorization = request.headers.first(name: "Authorization")
+            guard allowsVersionCheck(destination, authorization: authorization, lastVerified: &lastVerified) else { return nil }
+            return .versionCheck(versionCheckLog(method: request.method.rawValue, destination: destination))
         default:
             return nil
         }
@@ -547,19 +549,23 @@ extension ConnectorProxy {
                                  prefix: destination.inPath ? upstream.pathPrefix : "", log: log)
     }
 
-    /// The log of `/v2/` (or of a connector's `/v2/`, in either form), the version check clients
-    /// send before a pull or a push, answered as the responder would: for a valid token that
-    /// may pull through the connector named, if any.
-    private func versionCheckLog(
-        for request: HTTPRequestHead, destination: Destination, lastVerified: inout ClientAuthenticator.LastVerified?
-    ) -> RequestLog? {
-        guard let claims = try? authenticator.claims(authorization: request.headers.first(name: "Authorization"), last: &lastVerified)
-        else { return nil }
+    /// Whether `/v2/` (or a connector's `/v2/`, in either form), the version check clients send
+    /// before a pull or a push, is answered on the event loop as the responder would answer it:
+    /// for a valid token that may pull through the connector named, if any.
+    func allowsVersionCheck(
+        _ destination: Destination, authorization: String?, lastVerified: inout ClientAuthenticator.LastVerified?
+    ) -> Bool {
+        guard let claims = try? authenticator.claims(authorization: authorization, last: &lastVerified) else { return false }
         if let connector = destination.connector {
             guard claims.allows(connector: connector.description, action: "pull", repository: nil),
-                  upstreams[connector] != nil else { return nil }
+                  upstreams[connector] != nil else { return false }
         }
-        let log = RequestLog(logger: logger, method: request.method.rawValue)
+        return true
+    }
+
+    /// The log of a version check answered on the event loop.
+    func versionCheckLog(method: String, destination: Destination) -> RequestLog {
+        let log = RequestLog(logger: logger, method: method)
         log.connector = destination.connector?.description
         log.endpoint = "/"
         return log

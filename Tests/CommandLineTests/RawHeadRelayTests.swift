@@ -100,6 +100,38 @@ struct RawHeadRelayTests {
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
+    /// `/v2/` and a connector's `/v2/`, answered in front of the HTTP/1 parser when the token
+    /// may ask them: the same answer, field for field, as the one a `Connection` header sends
+    /// through the parser; refusals (no token, another connector's) still come from the responder.
+    @Test func versionChecksAreAnsweredAsThroughTheParser() async throws {
+        let (proxy, _, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
+        defer { proxy.stop() }
+        let token = try proxy.token()
+        let base = "http://\(proxy.host)/v2/"
+        let connector = "\(base)namespaces/team-a/connectors/up/"
+        let parsed = ["Connection": "keep-alive"]
+        let withoutDate = { (response: Curl.Response) in response.headers.filter { $0.0.lowercased() != "date" }.map { "\($0.0): \($0.1)" } }
+        for method in ["GET", "HEAD"] {
+            for url in [base, connector] {
+                let here = try Curl.request(method, url, token: token)
+                let throughParser = try Curl.request(method, url, headers: parsed, token: token)
+                #expect(here.status == 200 && throughParser.status == 200, "\(method) \(url)")
+                #expect(withoutDate(here) == withoutDate(throughParser), "\(here.headers) against \(throughParser.headers)")
+                #expect(here.header("Date") != nil && here.body == throughParser.body)
+                #expect(here.text == (method == "GET" ? "{}" : ""))
+            }
+        }
+        let other = try Curl.request("GET", connector, token: proxy.token(connector: "team-a/other"))
+        #expect(other.status == 403 && other.text.contains(#""code":"DENIED""#), "\(other.status) \(other.text)")
+        let anonymous = try Curl.request("HEAD", base)
+        #expect(anonymous.status == 401 && anonymous.header("WWW-Authenticate")?.hasPrefix("Basic realm=") == true)
+
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("bytes_in=0 bytes_out=2 connector=team-a/up duration_ms="))
+        #expect(log.contains("endpoint=/ method=HEAD repository=- request_id="))
+        #expect(!log.contains(token))
+    }
+
     /// A `HEAD` in two writes, then, back to back on the same connection: the proxy's own
     /// `/v2/`, a `GET`, a blob `HEAD`, one with a `Connection` header (after which the
     /// connection's bytes all go to the HTTP/1 parser), and two more reads.
