@@ -9,7 +9,8 @@ import OCIReference
 /// with a manifest's body as it came. Neither side's head is turned into `String`s and NIO's
 /// header types, which for a manifest `HEAD` cost more than the rest of what the proxy does with
 /// it (Documentation/Performance.md). `HEAD` is what container runtimes send most ("what digest
-/// is this tag now?"), and a pull then `GET`s the manifests it names.
+/// is this tag now?"), and a pull then `GET`s the manifests it names. The `/v2/` version check
+/// clients send first is answered here as well, for a token that may ask it.
 ///
 /// It takes only what it fully understands: a plain HTTP/1.1 `HEAD` of a manifest or a blob, or
 /// `GET` of a manifest, whose proxy token allows pulling through the connector, when the
