@@ -129,7 +129,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 state = .idle
                 return false
             }
-            tap.send(bytes, bodyLimit: bodyLimit, exchange: generation) { [self] arrival, generation in
+            tap.send(bytes, bodyLimit: bodyLimit, generation: generation) { [self] arrival, generation in
                 rawHeadArrived(arrival, generation)
             }
         }

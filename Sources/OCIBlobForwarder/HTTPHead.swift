@@ -235,13 +235,14 @@ package struct HTTPHead: Sendable {
 
     /// Whether `bytes[range]` is `text`, exactly.
     package static func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ text: StaticString) -> Bool {
-        range.count == text.utf8CodeUnitCount && startsWith(bytes, at: range.lowerBound, text)
+        equals(bytes, range, UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    /// Whether `bytes[range]` are `other`'s bytes, compared eight at a time: a relay compares
-    /// each request's `Authorization` (a token of several hundred bytes) with the last one.
+    /// Whether `bytes[range]` are `other`'s bytes (false for a range outside `bytes`), compared
+    /// eight at a time: a relay compares each request's `Authorization`, a token of several
+    /// hundred bytes, with the last one.
     package static func equals(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>, _ other: UnsafeRawBufferPointer) -> Bool {
-        guard range.count == other.count else { return false }
+        guard range.count == other.count, range.lowerBound >= 0, range.upperBound <= bytes.count else { return false }
         var offset = 0
         while offset + 8 <= other.count {
             let word = bytes.loadUnaligned(fromByteOffset: range.lowerBound + offset, as: UInt64.self)
@@ -256,11 +257,8 @@ package struct HTTPHead: Sendable {
     }
 
     static func startsWith(_ bytes: UnsafeRawBufferPointer, at start: Int, _ prefix: StaticString) -> Bool {
-        let count = prefix.utf8CodeUnitCount
-        guard start + count <= bytes.count else { return false }
-        let expected = prefix.utf8Start
-        for offset in 0..<count where bytes[start + offset] != expected[offset] { return false }
-        return true
+        let end = start + prefix.utf8CodeUnitCount
+        return end <= bytes.count && equals(bytes, start..<end, prefix)
     }
 
     /// `tchar` of RFC 9110: what a header name or a method is made of.

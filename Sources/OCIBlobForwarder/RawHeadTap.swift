@@ -35,10 +35,10 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
         case malformed
     }
 
-    /// Called with the answer and the number the request was sent with. Its sender's one
+    /// Called with the answer and the generation the request was sent with. Its sender's one
     /// reference is all it captures, which costs no allocation per request.
     private var awaiting: ((Arrival, Int) -> Void)?
-    private var exchange = 0
+    private var generation = 0
     /// The largest body taken whole; 0 for a `HEAD`, whose answer has none.
     private var bodyLimit = 0
     private var received: ByteBuffer?
@@ -53,12 +53,12 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Writes `request`, a whole bodiless request head, and calls `arrival` once with its
-    /// answer and `exchange`: for a `HEAD` (`bodyLimit` 0) the head alone, for a `GET` also a
+    /// answer and `generation`: for a `HEAD` (`bodyLimit` 0) the head alone, for a `GET` also a
     /// body of up to `bodyLimit` bytes.
-    func send(_ request: ByteBuffer, bodyLimit: Int, exchange: Int, arrival: @escaping (Arrival, Int) -> Void) {
+    func send(_ request: ByteBuffer, bodyLimit: Int, generation: Int, arrival: @escaping (Arrival, Int) -> Void) {
         guard let context else { return }
         awaiting = arrival
-        self.exchange = exchange
+        self.generation = generation
         self.bodyLimit = bodyLimit
         received = nil
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(request)), promise: nil)
@@ -88,13 +88,13 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             case .unsupported:
                 cancel()
-                arrival(.malformed, exchange)
+                arrival(.malformed, generation)
                 return
             case .head(let head):
                 let headBytes = bytes.readSlice(length: head.length)!
                 guard let status = headBytes.withUnsafeReadableBytes({ head.statusCode(in: $0) }) else {
                     cancel()
-                    arrival(.malformed, exchange)
+                    arrival(.malformed, generation)
                     return
                 }
                 if status < 200 {
@@ -108,7 +108,7 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
                     // Not framed by a length, or too long to hold: not read here.
                     cancel()
                     let response = RawResponseHead(bytes: headBytes, head: head, status: status, body: nil)
-                    arrival(.head(response, reusable: false), exchange)
+                    arrival(.head(response, reusable: false), generation)
                     return
                 }
                 guard bytes.readableBytes >= length else {
@@ -117,7 +117,7 @@ final class RawHeadTap: ChannelDuplexHandler, RemovableChannelHandler {
                 let body = bytes.readSlice(length: length)!
                 cancel()
                 arrival(.head(RawResponseHead(bytes: headBytes, head: head, status: status, body: body),
-                              reusable: bytes.readableBytes == 0), exchange)
+                              reusable: bytes.readableBytes == 0), generation)
                 return
             }
         }
