@@ -34,6 +34,34 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error. (OCI_CONNECTOR_LOG_LEVEL)")
     var logLevel: String = environment["OCI_CONNECTOR_LOG_LEVEL"] ?? "info"
 
+    @Option(help: "Seconds a request head may take to arrive, from its first byte; then 408. (OCI_CONNECTOR_HEADER_TIMEOUT)")
+    var headerTimeout: Double = environment["OCI_CONNECTOR_HEADER_TIMEOUT"].flatMap(Double.init) ?? 30
+
+    @Option(help: "Seconds an idle keep-alive connection is kept open. (OCI_CONNECTOR_IDLE_TIMEOUT)")
+    var idleTimeout: Double = environment["OCI_CONNECTOR_IDLE_TIMEOUT"].flatMap(Double.init) ?? 60
+
+    @Option(help: "Largest request head in bytes, request line and headers together; larger is 431. (OCI_CONNECTOR_MAX_HEADER_BYTES)")
+    var maxHeaderBytes: Int = environment["OCI_CONNECTOR_MAX_HEADER_BYTES"].flatMap { Int($0) } ?? 32 * 1024
+
+    @Option(help: "Most client connections open at once; more are answered 503. (OCI_CONNECTOR_MAX_CONNECTIONS)")
+    var maxConnections: Int = environment["OCI_CONNECTOR_MAX_CONNECTIONS"].flatMap { Int($0) } ?? 4096
+
+    @Flag(help: "Refuse to start without at least one connector. (OCI_CONNECTOR_REQUIRE_CONNECTORS=1)")
+    var requireConnectors = environment["OCI_CONNECTOR_REQUIRE_CONNECTORS"] == "1"
+
+    func validate() throws {
+        _ = try ListenAddress(listen)
+        guard headerTimeout > 0, idleTimeout > 0 else { throw ValidationError("--header-timeout and --idle-timeout must be positive") }
+        guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+    }
+
+    /// The limits on client connections the options set.
+    var connectionLimits: ConnectionLimits {
+        ConnectionLimits(headerTimeout: .nanoseconds(Int64(headerTimeout * 1e9)), idleTimeout: .nanoseconds(Int64(idleTimeout * 1e9)),
+                         maxHeadBytes: maxHeaderBytes, maxConnections: maxConnections)
+    }
+
     func run() async throws {
         // Run Swift concurrency's jobs on the NIO event loops that do the I/O: every forwarded buffer
         // then moves between the upstream connection, the responder task and the client connection
@@ -46,11 +74,8 @@ struct ProxyTool: AsyncParsableCommand {
             throw ValidationError("--token-keys is required")
         }
         let hostPattern = hostPattern ?? Self.environment["OCI_CONNECTOR_HOST_PATTERN"]
-        let colon = listen.lastIndex(of: ":")
-        guard let colon, let port = Int(listen[listen.index(after: colon)...]) else {
-            throw ValidationError("--listen must be HOST:PORT")
-        }
-        let host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let address = try ListenAddress(listen)
+        let (host, port) = (address.host, address.port)
 
         var configuredLogger = Logger(label: "oci-connector-proxy") { LineLogHandler(label: $0) }
         configuredLogger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -69,8 +94,16 @@ struct ProxyTool: AsyncParsableCommand {
         } catch let error as ReferenceError {
             throw ValidationError("\(error)")
         }
+        if catalog.connectors.isEmpty {
+            let paths = connectorPaths.joined(separator: ", ")
+            if requireConnectors {
+                FileHandle.standardError.write(Data("Error: no connector is defined in \(paths) (--require-connectors)\n".utf8))
+                throw ExitCode.failure
+            }
+            logger.warning("no connector is defined: every request will be answered NAME_UNKNOWN", metadata: ["connectors": "\(paths)"])
+        }
         let proxy = try ConnectorProxy(
-            catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern), logger: logger)
+            catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern, connections: connectionLimits), logger: logger)
         let connectors = catalog.connectors.keys.sorted().map(\.description).joined(separator: ", ")
         let application = Application(
             responder: proxy,
@@ -83,7 +116,37 @@ struct ProxyTool: AsyncParsableCommand {
                 logger.notice("serving", metadata: ["address": "\(host):\(bound)", "connectors": "\(connectors)"])
             },
             logger: logger)
-        try await application.runService()
+        do {
+            try await application.runService()
+        } catch let error as IOError {
+            // Binding failed (the address is in use, or not this machine's): one line, not a trace.
+            await proxy.shutdown()
+            let reason = String(cString: strerror(error.errnoCode))
+            FileHandle.standardError.write(Data("Error: cannot listen on \(host):\(port): \(reason)\n".utf8))
+            throw ExitCode.failure
+        } catch {
+            await proxy.shutdown()
+            throw error
+        }
         await proxy.shutdown()
+    }
+}
+
+/// `--listen`: `HOST:PORT` or `[IPv6]:PORT`, with a port from 0 (any free one) to 65535.
+struct ListenAddress {
+    let host: String
+    let port: Int
+
+    init(_ text: String) throws {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
+            throw ValidationError("--listen must be HOST:PORT, not '\(text)'")
+        }
+        guard (0...65535).contains(port) else {
+            throw ValidationError("--listen: port \(port) is out of range (0 to 65535; 0 picks a free one)")
+        }
+        let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        guard !host.isEmpty else { throw ValidationError("--listen must name a host, such as 0.0.0.0:\(port)") }
+        self.host = host
+        self.port = port
     }
 }

@@ -148,6 +148,18 @@ package struct HTTPHead: Sendable {
         Self.isHopByHop(name: UnsafeRawBufferPointer(rebasing: bytes[field.name]))
     }
 
+    /// Whether a response header of the upstream's never reaches the client: the hop-by-hop
+    /// ones, challenges (the client authenticates to the proxy, not to the upstream) and cookies
+    /// (they belong to the proxy's session with the upstream), whatever the upstream sends.
+    package static func isWithheldFromClient(name: UnsafeRawBufferPointer) -> Bool {
+        let all = 0..<name.count
+        return switch name.count {
+        case 10: equalsIgnoringCase(name, all, "set-cookie") || isHopByHop(name: name)
+        case 16: equalsIgnoringCase(name, all, "www-authenticate") || isHopByHop(name: name)
+        default: isHopByHop(name: name)
+        }
+    }
+
     /// Whether `name`, in any case, is one of the hop-by-hop headers of
     /// ``isHopByHop(_:in:)``. Its length picks the one or two names it is compared with: this
     /// runs for every header of every relayed message.

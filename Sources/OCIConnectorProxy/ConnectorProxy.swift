@@ -28,13 +28,16 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         public var requestTimeout: TimeAmount
         /// Upstream token timing.
         public var tokenCache: TokenCache.Configuration
+        /// What client connections may hold before they send a request, and how many are open.
+        public var connections: ConnectionLimits
 
         /// Creates settings.
         public init(hostPattern: ConnectorHostPattern? = nil, requestTimeout: TimeAmount = .hours(2),
-                    tokenCache: TokenCache.Configuration = .init()) {
+                    tokenCache: TokenCache.Configuration = .init(), connections: ConnectionLimits = .init()) {
             self.hostPattern = hostPattern
             self.requestTimeout = requestTimeout
             self.tokenCache = tokenCache
+            self.connections = connections
         }
     }
 
@@ -67,6 +70,15 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(client.connector.address.registryName): \(reason)")
         }
 
+        /// What the client is told when talking to the upstream failed: its token server or the
+        /// registry refusing the connector's credentials is a 403, anything else a 502.
+        func failure(_ error: AuthError, scopes: ScopeSet) -> RegistryErrorResponse {
+            switch error.code {
+            case .badCredentials, .insufficientScope: refused(scopes)
+            default: unavailable(error.reason)
+            }
+        }
+
         /// The upstream refused the connector's credentials.
         func refused(_ scopes: ScopeSet) -> RegistryErrorResponse {
             RegistryErrorResponse(
@@ -97,7 +109,9 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     private let httpClients: [HTTPClient]
     private let registries: [Registry]
     let authenticator: ClientAuthenticator
-    private let configuration: Configuration
+    let configuration: Configuration
+    /// The client connections open now, under ``ConnectionLimits/maxConnections``.
+    let connections: ConnectionCounter
     let logger: Logger
 
     /// Creates a proxy for the connectors in `catalog`, trusting tokens `verifier` accepts.
@@ -139,6 +153,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         self.registries = Array(registries.values)
         self.authenticator = ClientAuthenticator(verifier: verifier)
         self.configuration = configuration
+        self.connections = ConnectionCounter(maximum: configuration.connections.maxConnections)
         self.logger = logger
     }
 
@@ -214,6 +229,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
     }
 
     private func handle(_ request: Request, log: RequestLog) async throws -> Response {
+        guard request.method != .connect else {
+            throw RegistryErrorResponse(
+                .methodNotAllowed, "UNSUPPORTED", "the proxy is a registry, not a forward proxy: CONNECT is not served")
+        }
         // Which connector, and what is asked of it.
         let host = request.head.authority ?? "localhost"
         let destination = try destination(host: host, path: request.uri.path)
@@ -244,9 +263,18 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connectorID) is configured")
         }
         if route == .base { return Self.versionCheck(log: log, method: request.method) }
+        if route == .catalog, request.method == .get, claims.repositories != nil {
+            return try await filteredCatalog(query: request.uri.query, connector: connectorID, claims: claims, host: host,
+                                             prefix: prefix, upstream: upstream, log: log)
+        }
 
         // The upstream request.
-        let query = try Self.upstreamQuery(request.uri.query, route: route, prefix: prefix, connector: connectorID)
+        var query = request.uri.query.flatMap { $0.isEmpty ? nil : $0 }
+        var mountFrom: String?
+        if case .repository(_, .uploadStart) = route {
+            (query, mountFrom) = try Self.uploadStart(
+                query: query, contentType: request.headers[.contentType], prefix: prefix, connector: connectorID, claims: claims)
+        }
         let path = Self.upstreamPath(route)
         var outbound = HTTPClientRequest(url: upstream.client.url(path + (query.map { "?" + $0 } ?? "")))
         outbound.method = HTTPMethod(rawValue: request.method.rawValue)
@@ -258,7 +286,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         } else if [.put, .post, .patch].contains(request.method) {
             outbound.body = .bytes(ByteBuffer())
         }
-        let scopes = ScopeHints.scopes(method: request.method.rawValue, route: route, mountFrom: query.flatMap(Self.mountSource))
+        let scopes = ScopeHints.scopes(method: request.method.rawValue, route: route, mountFrom: mountFrom)
         if let method = Self.readMethod(request.method, route) {
             return try await read(method, outbound, target: path + (query.map { "?" + $0 } ?? ""), scopes: scopes,
                                   request: request, host: host, prefix: prefix, upstream: upstream, log: log)
@@ -272,7 +300,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
                 response = try await follow(response, from: outbound, upstream: upstream)
             }
         } catch {
-            throw upstream.unavailable(error.reason)
+            throw upstream.failure(error, scopes: scopes)
         }
         if response.status == .unauthorized {
             _ = try? await response.body.collect(upTo: 64 * 1024)
@@ -308,6 +336,10 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
 
     /// A read on the upstream's ``BlobFetcher``: authorised up front like every request, retried
     /// once after a 401, and redirects followed as for any other GET.
+    ///
+    /// Each answer's body is consumed exactly once: a 401's is drained where it arrives, and an
+    /// upstream that still refuses after the retry (or offers nothing new to retry with) is
+    /// answered 403 `DENIED`, never relayed.
     private func read(_ method: NIOHTTP1.HTTPMethod, _ outbound: HTTPClientRequest, target: String, scopes: ScopeSet,
                       request: Request, host: String, prefix: String, upstream: Upstream, log: RequestLog) async throws -> Response {
         var headers = outbound.headers
@@ -315,32 +347,36 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         do {
             let authorization = try await upstream.client.authorization(for: scopes)
             authorization.apply(to: &headers)
-            var response = try await upstream.reads.read(method, target, headers: headers)
-            if response.head.status == .unauthorized {
-                await Self.discard(response.body)
-                if let retry = try await upstream.client.recover(from: response.head.headers, rejected: authorization, scopes: scopes) {
-                    headers.replaceOrAdd(name: "Authorization", value: retry)
-                    response = try await upstream.reads.read(method, target, headers: headers)
+            let first = try await upstream.reads.read(method, target, headers: headers)
+            if first.head.status == .unauthorized {
+                await Self.discard(first.body)
+                guard let retry = try await upstream.client.recover(from: first.head.headers, rejected: authorization, scopes: scopes)
+                else { throw upstream.refused(scopes) }
+                headers.replaceOrAdd(name: "Authorization", value: retry)
+                let second = try await upstream.reads.read(method, target, headers: headers)
+                if second.head.status == .unauthorized {
+                    await Self.discard(second.body)
+                    throw upstream.refused(scopes)
                 }
+                fetched = second
+            } else {
+                fetched = first
             }
-            fetched = response
+        } catch let error as RegistryErrorResponse {
+            throw error
         } catch let error as AuthError {
-            throw upstream.unavailable(error.reason)
+            throw upstream.failure(error, scopes: scopes)
         } catch {
             throw upstream.unavailable("\(error)")
         }
         let status = fetched.head.status
-        if status == .unauthorized {
-            await Self.discard(fetched.body)
-            throw upstream.refused(scopes)
-        }
         if (300..<400).contains(status.code), !upstream.passRedirects, let location = fetched.head.headers.first(name: "Location") {
             await Self.discard(fetched.body)
             let response: HTTPClientResponse
             do {
                 response = try await follow(location, from: outbound, upstream: upstream)
             } catch {
-                throw upstream.unavailable(error.reason)
+                throw upstream.failure(error, scopes: scopes)
             }
             return respond(status: response.status, headers: response.headers, body: response.body,
                            to: request, host: host, prefix: prefix, upstream: upstream, log: log)
@@ -383,8 +419,8 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         return Response(status: status, headers: headers, body: body)
     }
 
-    /// The upstream's response headers as the client gets them: without hop-by-hop headers and
-    /// challenges, with locations pointing back at the proxy.
+    /// The upstream's response headers as the client gets them: without hop-by-hop headers,
+    /// challenges and cookies, with locations pointing back at the proxy.
     static func clientHeaders(_ upstreamHeaders: HTTPHeaders, host: String, prefix: String, upstream: Upstream) -> HTTPFields {
         var headers = HTTPFields()
         forEachClientHeader(upstreamHeaders, host: host, prefix: prefix, upstream: upstream) { name, value in
@@ -404,7 +440,7 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
             HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
         }
         for (name, value) in upstreamHeaders {
-            if HeaderRewriter.isHopByHop(name) || name.equalsIgnoringASCIICase("www-authenticate") {
+            if HeaderRewriter.isWithheldFromClient(name) {
                 continue
             } else if name.equalsIgnoringASCIICase("location") {
                 body(name, rewriter().location(value) ?? value)
@@ -424,18 +460,27 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         return try await follow(location, from: request, upstream: upstream)
     }
 
-    /// Follows a redirect to `firstLocation`, and up to four more.
+    /// The most redirects followed for one request: more is a loop, or a registry misconfigured.
+    static let redirectLimit = 5
+
+    /// Follows a redirect to `firstLocation`, and up to ``redirectLimit`` in all; a chain that is
+    /// still redirecting then ends in an error, never in a redirect relayed to the client.
     private func follow(_ firstLocation: String, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
         var response = try await fetch(firstLocation, from: request, upstream: upstream)
-        for _ in 0..<4 {
+        for hop in 1...Self.redirectLimit {
             guard (300..<400).contains(response.status.code), let location = response.headers.first(name: "Location") else { break }
             _ = try? await response.body.collect(upTo: 64 * 1024)
+            guard hop < Self.redirectLimit else {
+                throw AuthError(.unexpectedResponse, "the upstream redirected more than \(Self.redirectLimit) times")
+            }
             response = try await fetch(location, from: request, upstream: upstream)
         }
         return response
     }
 
-    /// One step of a redirect: with the connector's credentials on its own origin, without elsewhere.
+    /// One step of a redirect: with the connector's credentials on its own origin, without
+    /// elsewhere. A 401 is never relayed: on the upstream's origin it refuses the connector's
+    /// credentials, elsewhere (object storage) the client could do nothing about it.
     private func fetch(_ location: String, from request: HTTPClientRequest, upstream: Upstream) async throws(AuthError) -> HTTPClientResponse {
         // The HTTP client also speaks `http+unix` and `unix`: an upstream must not be able to
         // point the proxy at a socket on its own host. (The location itself may hold a
@@ -447,14 +492,23 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         var current = request
         current.url = location.hasPrefix("/") ? upstream.client.url(location) : location
         current.headers.remove(name: "Authorization")
-        if current.url.hasPrefix(upstream.client.connector.address.baseURL + "/") {
-            return try await upstream.client.execute(current, scopes: .empty, replayable: true)
+        let response: HTTPClientResponse
+        let onOrigin = current.url.hasPrefix(upstream.client.connector.address.baseURL + "/")
+        if onOrigin {
+            response = try await upstream.client.execute(current, scopes: .empty, replayable: true)
+        } else {
+            do {
+                response = try await upstream.http.execute(current, timeout: configuration.requestTimeout)
+            } catch {
+                throw AuthError(.unreachable, "the redirect target is unreachable")
+            }
         }
-        do {
-            return try await upstream.http.execute(current, timeout: configuration.requestTimeout)
-        } catch {
-            throw AuthError(.unreachable, "the redirect target is unreachable")
+        guard response.status == .unauthorized else { return response }
+        _ = try? await response.body.collect(upTo: 64 * 1024)
+        if onOrigin {
+            throw AuthError(.badCredentials, "the upstream refused the connector's credentials after a redirect")
         }
+        throw AuthError(.unexpectedResponse, "the storage the upstream redirected to refused the read (401)")
     }
 
     // MARK: - Pieces
@@ -499,32 +553,39 @@ public final class ConnectorProxy: HTTPResponder, Sendable {
         }
     }
 
-    /// The query for the upstream: `from` (cross-repository mount) must name a repository of the
-    /// same connector and loses the connector prefix.
-    static func upstreamQuery(_ query: String?, route: RegistryRoute, prefix: String, connector: ConnectorID) throws(RegistryErrorResponse) -> String? {
-        guard let query, !query.isEmpty else { return nil }
-        guard case .repository(_, .uploadStart) = route, !prefix.isEmpty else { return query }
-        let parts = query.split(separator: "&", omittingEmptySubsequences: false).map { part -> Result<String, RegistryErrorResponse> in
-            guard part.hasPrefix("from=") else { return .success(String(part)) }
-            let value = String(part.dropFirst(5)).removingPercentEncoding ?? ""
-            guard value.hasPrefix(prefix + "/") else {
-                return .failure(RegistryErrorResponse(
-                    .forbidden, "DENIED", "a blob can only be mounted from another repository of connector \(connector)"))
-            }
-            return .success("from=" + value.dropFirst(prefix.count + 1))
+    /// The upstream query of an upload start, and the repository a blob is mounted from, if
+    /// any. The query is read as the registry reads it (``UploadStartQuery``); a mount source
+    /// must be a repository of the same connector (named with its prefix in the path form) that
+    /// the token may pull, as the registry itself requires pull access to it.
+    static func uploadStart(
+        query raw: String?, contentType: String?, prefix: String, connector: ConnectorID, claims: ProxyTokenClaims
+    ) throws(RegistryErrorResponse) -> (query: String?, mountFrom: String?) {
+        // Registries read the fields of a form body as if they were in the query.
+        if let type = contentType?.lowercased(),
+           type.hasPrefix("application/x-www-form-urlencoded") || type.hasPrefix("multipart/form-data") {
+            throw RegistryErrorResponse(
+                .unsupportedMediaType, "UNSUPPORTED", "an upload start cannot carry a form body; send parameters in the query")
         }
-        var rewritten: [String] = []
-        for part in parts {
-            switch part {
-            case .success(let value): rewritten.append(value)
-            case .failure(let error): throw error
+        guard let raw else { return (nil, nil) }
+        var query = try UploadStartQuery(parsing: raw[...])
+        guard let from = query["from"] else { return (query.encoded, nil) }
+        var source = from
+        if !prefix.isEmpty {
+            guard from.hasPrefix(prefix + "/") else {
+                throw RegistryErrorResponse(
+                    .forbidden, "DENIED", "a blob can only be mounted from another repository of connector \(connector)")
             }
+            source = String(from.dropFirst(prefix.count + 1))
         }
-        return rewritten.joined(separator: "&")
-    }
-
-    static func mountSource(_ query: String) -> String? {
-        query.split(separator: "&").first { $0.hasPrefix("from=") }.map { String($0.dropFirst(5)) }
+        guard case .repository(source, .tagList)? = try? RegistryRoute(path: "/v2/\(source)/tags/list") else {
+            throw RegistryErrorResponse(.badRequest, "NAME_INVALID", "the repository to mount from is not a valid repository name")
+        }
+        guard claims.allows(connector: connector.description, action: "pull", repository: source) else {
+            throw RegistryErrorResponse(
+                .forbidden, "DENIED", "the token does not allow pull on \(source), the repository to mount from, through \(connector)")
+        }
+        query["from"] = source
+        return (query.encoded, source)
     }
 
     /// The client's headers minus hop-by-hop ones and those named by `Connection`.

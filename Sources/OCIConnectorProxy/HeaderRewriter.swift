@@ -75,6 +75,13 @@ public struct HeaderRewriter: Sendable {
         var name = name
         return name.withUTF8 { HTTPHead.isHopByHop(name: UnsafeRawBufferPointer($0)) }
     }
+
+    /// Whether an upstream response header named `name` is withheld from the client: a
+    /// hop-by-hop one, a challenge or a cookie. Allocates nothing, like ``isHopByHop(_:)``.
+    public static func isWithheldFromClient(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { HTTPHead.isWithheldFromClient(name: UnsafeRawBufferPointer($0)) }
+    }
 }
 
 extension String {

@@ -198,9 +198,12 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             switch decision {
             case .relay(let plan):
                 exchange = .relaying(request, plan)
+                context.triggerUserOutboundEvent(RequestActivity.started, promise: nil)
                 relay(plan, context: context)
             case .versionCheck(let isGet, let log):
+                context.triggerUserOutboundEvent(RequestActivity.started, promise: nil)
                 answerVersionCheck(isGet: isGet, log: log, context: context)
+                context.triggerUserOutboundEvent(RequestActivity.ended, promise: nil)
             case .passOne, .passAll:
                 exchange = .passed
                 passOn(request, context: context)
@@ -311,6 +314,7 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         exchange = .none
+        context.triggerUserOutboundEvent(RequestActivity.ended, promise: nil)
         plan.log?.bytesOut.add(response.body?.readableBytes ?? 0)
         plan.log?.finish(status: response.status)
         if let event = heldQuiesce {
@@ -335,6 +339,8 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
     /// skipping it, for the responder.
     private func handOn(_ request: ByteBuffer, toResponder: Bool, context: ChannelHandlerContext) {
         exchange = .passed
+        // The decoder's side tells the guard when it starts and ends the request again.
+        context.triggerUserOutboundEvent(RequestActivity.ended, promise: nil)
         if toResponder { back?.passNextOn() }
         passOn(request, context: context)
         finishRead(context: context)
@@ -344,8 +350,8 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The client's answer: the upstream's status line and header lines, less the hop-by-hop
-    /// ones (its `Content-Length` stays) and `WWW-Authenticate`, then the body if any, unless
+    /// The client's answer: the upstream's status line and header lines, less those withheld
+    /// from clients (its `Content-Length` stays), then the body if any, unless
     /// the answer is one to hand on.
     static func answer(_ response: RawResponseHead, _ bytes: UnsafeRawBufferPointer, allocator: ByteBufferAllocator) -> Answer {
         let head = response.head
@@ -368,8 +374,11 @@ final class RawHeadRelay: ChannelDuplexHandler, RemovableChannelHandler {
         answer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[head.startLine.lowerBound + 8..<head.startLine.upperBound]))
         answer.writeStaticString("\r\n")
         for field in head.fields {
-            if head.isHopByHop(field, in: bytes), !head.name(of: field, in: bytes, is: "content-length") { continue }
-            if head.name(of: field, in: bytes, is: "www-authenticate") { continue }
+            if head.name(of: field, in: bytes, is: "content-length") {
+                // Kept: it frames the body that follows.
+            } else if HTTPHead.isWithheldFromClient(name: UnsafeRawBufferPointer(rebasing: bytes[field.name])) {
+                continue
+            }
             answer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[field.line]))
         }
         answer.writeStaticString("\r\n")

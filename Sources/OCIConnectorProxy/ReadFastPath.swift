@@ -278,8 +278,8 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                     case .failure(let error):
                         // What the responder answers when it cannot get the upstream's
                         // authorization; handing the request on would ask for it a second time.
-                        let reason = (error as? AuthError)?.reason ?? "\(error)"
-                        answer(plan.upstream.unavailable(reason), plan: plan, context: context)
+                        let refusal = (error as? AuthError).map { plan.upstream.failure($0, scopes: scopes) }
+                        answer(refusal ?? plan.upstream.unavailable("\(error)"), plan: plan, context: context)
                     }
                 }
         }
@@ -329,6 +329,12 @@ final class ReadFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 .whenComplete { [self] result in
                     relayAnswer(result, plan: plan, fromStorage: true, context: context)
                 }
+            return
+        }
+        if status == .unauthorized, fromStorage {
+            // Object storage refusing its own signed URL: nothing the client could fix.
+            response.body.relay(to: Discard(body: response.body))
+            answer(plan.upstream.unavailable("the storage the upstream redirected to refused the read (401)"), plan: plan, context: context)
             return
         }
         guard status != .unauthorized || fromStorage, !redirect, length != nil || plan.method != .HEAD else {
@@ -589,22 +595,26 @@ extension ConnectorProxy {
             channel.eventLoop.makeCompletedFuture { [proxy] in
                 let operations = channel.pipeline.syncOperations
                 let configuration = base.configuration
-                var limits = NIOHTTPDecoderLimitConfiguration()
-                limits.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
-                limits.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
-                limits.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
+                let connectionLimits = proxy.configuration.connections
+                let limits = connectionLimits.decoderLimits(
+                    field: configuration.httpDecoder.maxHeaderFieldSize, list: configuration.httpDecoder.maxHeaderListSize,
+                    count: configuration.httpDecoder.maxHeaderFieldCount)
                 // As Hummingbird does: HTTP/1 pipelining is handled by the async channel, errors by
                 // the application, and header validation by `HTTPTypes`.
                 try operations.configureHTTPServerPipeline(
                     withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
                     withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
                 let decoder = try operations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+                let persistence = ConnectionPersistenceHandler()
+                try operations.addHandler(persistence, position: .after(decoder))
                 let fastPath = ReadFastPath(proxy: proxy)
-                try operations.addHandler(fastPath, position: .after(decoder))
+                try operations.addHandler(fastPath, position: .after(persistence))
                 // In front of NIO's encoder and decoder (and behind TLS, if any).
                 let front = RawHeadRelay(proxy: proxy, back: fastPath)
                 fastPath.front = front
                 try operations.addHandler(front, position: .before(try operations.handler(type: HTTPResponseEncoder.self)))
+                // First of all: admits the connection and times out those that send no request.
+                try operations.addHandler(ConnectionGuard(limits: connectionLimits, counter: proxy.connections), position: .first)
                 try operations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                 try operations.addHandlers(configuration.additionalChannelHandlers())
                 try operations.addHandler(HTTPConnectionStateHandler(

@@ -111,8 +111,17 @@ public final class StubUpstream: Sendable {
         }
         // The same behaviours on the storage a blob read is redirected to: `v2/storage-KIND/app`
         // redirects to `/storage/KIND` on another origin.
+        // Storage that refuses its own signed URL, and storage that redirects to itself forever.
+        let refusing = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
+            Response(status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="storage""#],
+                     body: .init(byteBuffer: ByteBuffer(string: "storage-says-no")))
+        }
+        let storageLoop = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
+            Response(status: .temporaryRedirect, headers: [.location: "/storage/loop?sig=1"])
+        }
         let kinds: [(String, @Sendable (Request, BasicRequestContext) async throws -> Response)] = [
-            ("plain", plain), ("slow", slow), ("broken", broken), ("endless", endless),
+            ("plain", plain), ("slow", slow), ("broken", broken), ("endless", endless), ("refusing", refusing),
+            ("loop", storageLoop),
         ]
         for (kind, handler) in kinds {
             let recorded = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
@@ -154,7 +163,25 @@ public final class StubUpstream: Sendable {
             router.head("v2/\(name)/app/blobs/:digest", use: toSocket)
             router.get("v2/\(name)/app/blobs/:digest", use: toSocket)
         }
+        // Answers that carry what only the proxy may see: the request's own `Authorization` (the
+        // connector's credentials), echoed, and headers a careless upstream might send.
+        let echo = { @Sendable (request: Request, context: BasicRequestContext) -> Response in
+            var response = plain(request, context)
+            response.headers[.authorization] = request.headers[.authorization] ?? "none"
+            response.headers[.proxyAuthorization] = "Basic cHJveHk6c2VjcmV0"
+            response.headers[.setCookie] = "session=upstream-session-cookie; Path=/"
+            return response
+        }
+        router.get("v2/echo/app/tags/list", use: echo)
+        // Redirects back to itself on the upstream's own origin, forever.
+        let loop = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
+            Response(status: .temporaryRedirect, headers: [.location: request.uri.path])
+        }
         for path in ["blobs/:digest", "manifests/:reference"] {
+            router.head("v2/echo/app/\(path)", use: echo)
+            router.get("v2/echo/app/\(path)", use: echo)
+            router.head("v2/loop/app/\(path)", use: loop)
+            router.get("v2/loop/app/\(path)", use: loop)
             router.head("v2/plain/app/\(path)", use: plain)
             router.get("v2/plain/app/\(path)", use: plain)
             router.head("v2/slow/app/\(path)", use: slow)

@@ -1,0 +1,153 @@
+"""Opens connections to the proxy the way an attacker or a broken client would, and prints what
+the proxy did as one JSON object: the status lines it answered, whether it said
+`Connection: close`, and whether it closed the connection. Never reaches beyond loopback.
+
+Usage:
+  hostile_connections.py flood PORT connect|upgrade|upgrade-anonymous MIB   (the proxy token on stdin)
+  hostile_connections.py partial-head PORT
+  hostile_connections.py silent PORT
+  hostile_connections.py oversized-head PORT BYTES
+  hostile_connections.py over-limit PORT OPEN
+  hostile_connections.py http10-pipelined PORT
+"""
+import base64
+import json
+import socket
+import sys
+import time
+
+# Each wait is bounded: a proxy that never answers or never closes shows as such, not as a hang.
+WAIT = 20.0
+
+
+def connect(port):
+    connection = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    connection.settimeout(WAIT)
+    return connection
+
+
+def read_until_closed(connection):
+    """Everything the proxy sends until it closes (True) or WAIT passes (False)."""
+    data = b""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        connection.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            chunk = connection.recv(65536)
+        except socket.timeout:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def responses(data):
+    """The status codes and `Connection` values of the answers in `data`."""
+    found = []
+    for block in data.split(b"HTTP/1.")[1:]:
+        lines = block.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        connection = next((line.split(b":", 1)[1].strip().decode().lower() for line in lines[1:]
+                           if line.lower().startswith(b"connection:")), None)
+        found.append({"status": status, "connection": connection})
+    return found
+
+
+def flood(port, mode, mebibytes, token):
+    authorization = "Basic " + base64.b64encode(f"workload:{token}".encode()).decode()
+    heads = {
+        "connect": b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n",
+        "upgrade": (f"GET /v2/ HTTP/1.1\r\nHost: proxy\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    f"Authorization: {authorization}\r\n\r\n").encode(),
+        "upgrade-anonymous": b"GET /v2/ HTTP/1.1\r\nHost: proxy\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    }
+    connection = connect(port)
+    connection.sendall(heads[mode])
+    chunk = b"x" * (1 << 20)
+    sent = 0
+    try:
+        for _ in range(mebibytes):
+            connection.sendall(chunk)
+            sent += 1
+    except OSError:
+        pass  # The proxy closed the connection: what it should do.
+    data, closed = read_until_closed(connection)
+    return {"responses": responses(data), "closed": closed, "mebibytes_sent": sent}
+
+
+def partial_head(port):
+    connection = connect(port)
+    connection.sendall(b"GET /v2/ HTTP/1.1\r\nHost: proxy\r\nX-Slow: ")
+    data, closed = read_until_closed(connection)
+    return {"responses": responses(data), "closed": closed, "body": data.split(b"\r\n\r\n", 1)[-1].decode()}
+
+
+def silent(port):
+    data, closed = read_until_closed(connect(port))
+    return {"responses": responses(data), "closed": closed}
+
+
+def oversized_head(port, size):
+    connection = connect(port)
+    try:
+        connection.sendall(b"GET /v2/ HTTP/1.1\r\nHost: proxy\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+    except OSError:
+        pass
+    data, closed = read_until_closed(connection)
+    return {"responses": responses(data), "closed": closed, "body": data.split(b"\r\n\r\n", 1)[-1].decode()}
+
+
+def over_limit(port, count):
+    held = [connect(port) for _ in range(count)]
+    time.sleep(0.5)  # Let the proxy accept them all before the one too many.
+    extra = connect(port)
+    data, closed = read_until_closed(extra)
+    for connection in held:
+        connection.close()
+    # Once they are gone, a new connection is served again.
+    served = None
+    for _ in range(50):
+        time.sleep(0.1)
+        again = connect(port)
+        again.sendall(b"GET /v2/ HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        try:
+            served = responses(again.recv(65536))
+        except OSError:
+            served = None
+        again.close()
+        if served and served[0]["status"] != 503:
+            break
+    return {"responses": responses(data), "closed": closed, "afterwards": served}
+
+
+def http10_pipelined(port):
+    connection = connect(port)
+    connection.sendall(b"GET /v2/ HTTP/1.0\r\n\r\nGET /v2/ HTTP/1.1\r\nHost: proxy\r\n\r\n")
+    data, closed = read_until_closed(connection)
+    return {"responses": responses(data), "closed": closed}
+
+
+def main():
+    command, port = sys.argv[1], int(sys.argv[2])
+    if command == "flood":
+        result = flood(port, sys.argv[3], int(sys.argv[4]), sys.stdin.read().strip())
+    elif command == "partial-head":
+        result = partial_head(port)
+    elif command == "silent":
+        result = silent(port)
+    elif command == "oversized-head":
+        result = oversized_head(port, int(sys.argv[3]))
+    elif command == "over-limit":
+        result = over_limit(port, int(sys.argv[3]))
+    elif command == "http10-pipelined":
+        result = http10_pipelined(port)
+    else:
+        raise SystemExit(f"unknown command {command}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
