@@ -303,15 +303,23 @@ struct ProxyHardeningTests {
 
     // MARK: Upstream answers
 
+    /// A proxy whose connector `team-a/up` leads to a ``StubUpstream`` with Basic credentials.
+    static func proxyInFrontOfStub() async throws -> (StubUpstream, ProxyProcess) {
+        let stub = try await StubUpstream.start()
+        do {
+            let yaml = ConnectorYAML.connector(name: "up", address: stub.url, username: "stub-user", password: "stub-secret-password")
+            return (stub, try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml))
+        } catch {
+            stub.stop()
+            throw error
+        }
+    }
+
     /// Headers only the proxy may see never reach the client, whichever way the answer is
     /// relayed: the connector's own credentials echoed back, `Proxy-Authorization`, cookies.
     @Test func credentialsAndCookiesInUpstreamAnswersAreWithheld() async throws {
-        let stub = try await StubUpstream.start()
-        defer { stub.stop() }
-        let proxy = try await ProxyProcess.start(
-            binDirectory: Tool.binDirectory,
-            connectorsYAML: ConnectorYAML.connector(name: "up", address: stub.url, username: "stub-user", password: "stub-secret-password"))
-        defer { proxy.stop() }
+        let (stub, proxy) = try await Self.proxyInFrontOfStub()
+        defer { stub.stop(); proxy.stop() }
         let token = try proxy.token()
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/echo/app"
         let digest = sha256Digest(stub.blob)
@@ -331,12 +339,8 @@ struct ProxyHardeningTests {
     /// A 401 from the storage a blob read was redirected to reached the client as that origin's
     /// answer, and a redirect loop ended with a redirect back at the proxy.
     @Test func refusingStorageAndRedirectLoopsEndInAClearError() async throws {
-        let stub = try await StubUpstream.start()
-        defer { stub.stop() }
-        let proxy = try await ProxyProcess.start(
-            binDirectory: Tool.binDirectory,
-            connectorsYAML: ConnectorYAML.connector(name: "up", address: stub.url, username: "stub-user", password: "stub-secret-password"))
-        defer { proxy.stop() }
+        let (stub, proxy) = try await Self.proxyInFrontOfStub()
+        defer { stub.stop(); proxy.stop() }
         let token = try proxy.token()
         let digest = sha256Digest(stub.blob)
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
