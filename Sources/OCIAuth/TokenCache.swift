@@ -10,6 +10,10 @@ import Synchronization
 ///   operations never meet an expired token and never wait for a refresh.
 /// - Lifetimes shorter than ``Configuration/minimumLifetime`` are raised to it (the token spec
 ///   says servers never issue less than 60 seconds; some report less).
+/// - Time is read from the clock the cache was created with, the continuous clock unless
+///   ``init(configuration:clock:)`` names another. A lifetime counts from the token's
+///   ``RegistryToken/receivedAt``: the age the token has on arrival, on the continuous clock,
+///   carries over to the cache's clock.
 public actor TokenCache {
     /// Timing policy.
     public struct Configuration: Sendable {
@@ -48,25 +52,52 @@ public actor TokenCache {
     /// Gets a new token; given the refresh token of the one it replaces, if any.
     public typealias Fetch = @Sendable (_ refreshToken: String?) async throws(AuthError) -> RegistryToken
 
+    /// Instants are kept as time since the cache was created, on its clock.
     private struct Cached {
         var token: RegistryToken
-        var refreshAt: ContinuousClock.Instant
-        var usableUntil: ContinuousClock.Instant
+        var refreshAt: Duration
+        var usableUntil: Duration
     }
 
     private let configuration: Configuration
+    /// The cache's clock, read as the time since the cache was created: that holds the instants
+    /// of any clock without making the cache generic.
+    private nonisolated let elapsed: @Sendable () -> Duration
     /// Behind a lock rather than actor state, so that ``readyToken(for:)`` needs no hop.
     private nonisolated let tokens = Mutex<[Key: Cached]>([:])
     private var inFlight: [Key: Task<RegistryToken, any Error>] = [:]
 
-    /// Creates an empty cache.
+    /// Creates an empty cache that tells time by the continuous clock.
     public init(configuration: Configuration = Configuration()) {
+        self.init(configuration: configuration, clock: ContinuousClock())
+    }
+
+    /// Creates an empty cache that tells time by `clock`.
+    ///
+    /// Refresh and expiry are decided by reading `clock` when a token is asked for; the cache
+    /// never sleeps on it. A clock that only moves when told to makes the timing rules testable
+    /// without waiting:
+    ///
+    /// ```swift
+    /// let cache = TokenCache(clock: manualClock)
+    /// _ = try await cache.token(for: key, fetch: fetch)  // lives 300 s: refreshed after 225 s
+    /// manualClock.advance(by: .seconds(230))
+    /// _ = try await cache.token(for: key, fetch: fetch)  // served, and refreshed in the background
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - configuration: the timing policy.
+    ///   - clock: where the cache reads the time; its instants need not be those of the
+    ///     continuous clock, on which tokens are stamped (see ``RegistryToken/receivedAt``).
+    public init<C: Clock>(configuration: Configuration = Configuration(), clock: C) where C.Duration == Duration {
         self.configuration = configuration
+        let start = clock.now
+        self.elapsed = { start.duration(to: clock.now) }
     }
 
     /// A token for `key`: cached, shared with a request already under way, or fetched.
     public func token(for key: Key, fetch: @escaping Fetch) async throws(AuthError) -> RegistryToken {
-        let now = ContinuousClock.now
+        let now = elapsed()
         if let cached = tokens.withLock({ $0[key] }) {
             if now < cached.refreshAt { return cached.token }
             if now < cached.usableUntil {
@@ -89,7 +120,7 @@ public actor TokenCache {
     /// The cached token for `key` if it is not yet due for refresh, without waiting: for callers
     /// on an event loop that cannot suspend. `nil` means ask ``token(for:fetch:)``.
     public nonisolated func readyToken(for key: Key) -> RegistryToken? {
-        let now = ContinuousClock.now
+        let now = elapsed()
         return tokens.withLock { tokens in
             guard let cached = tokens[key], now < cached.refreshAt else { return nil }
             return cached.token
@@ -130,10 +161,13 @@ public actor TokenCache {
     private func store(_ token: RegistryToken, for key: Key) {
         let lifetime = max(token.lifetime, configuration.minimumLifetime)
         let margin = min(configuration.safetyMargin, lifetime / 5)
-        let usableUntil = token.receivedAt + lifetime - margin
+        // The token was stamped on the continuous clock when its response arrived; what has passed
+        // since then has passed on the cache's clock too, whichever clock that is.
+        let receivedAt = elapsed() - max(.zero, token.receivedAt.duration(to: .now))
+        let usableUntil = receivedAt + lifetime - margin
         let cached = Cached(
             token: token,
-            refreshAt: min(token.receivedAt + lifetime * configuration.refreshFraction, usableUntil),
+            refreshAt: min(receivedAt + lifetime * configuration.refreshFraction, usableUntil),
             usableUntil: usableUntil)
         tokens.withLock { $0[key] = cached }
         inFlight[key] = nil
