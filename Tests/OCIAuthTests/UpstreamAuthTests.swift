@@ -194,42 +194,59 @@ struct UpstreamAuthTests {
         #expect(issuer.counts.total - before == 1)
     }
 
-    @Test func shortLivedTokensAreRefreshedBeforeTheyExpire() async throws {
-        let (registry, issuer) = try await TokenAuthRegistry.start(expiresIn: 2)
+    @Test func tokensAreRefreshedBeforeTheyExpire() async throws {
+        let (registry, issuer) = try await TokenAuthRegistry.start()
         defer { registry.stop(); issuer.stop() }
-        let tokens = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .milliseconds(400), refreshFraction: 0.5))
+        // The issuer's tokens live 300 s: on the cache's clock, each is due for refresh after 150 s
+        // and usable until 270 s. The registry checks them against the real clock, which stays
+        // well inside their lifetime.
+        let clock = ManualClock()
+        let tokens = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
         let client = try Self.upstream(registry, SharedRegistries.robotUser, tokens: tokens)
         try await Self.push(TestImage(seed: 7), to: "refresh/app", tag: "v1", with: client)
+        let key = TokenCache.Key(connector: client.connector.id, scopes: [.repository("refresh/app", actions: ["pull"])])
+        #expect(try await Self.tagList("refresh/app", with: client).0 == .ok)
         let before = issuer.counts.total
-        // A long operation: a request every 300 ms for 5 seconds or more, over two token lifetimes.
-        let started = ContinuousClock.now
-        for _ in 0..<17 {
-            let (status, _) = try await Self.tagList("refresh/app", with: client)
-            #expect(status == .ok)
-            try await Task.sleep(for: .milliseconds(300))
+        // A long operation: a request every 30 s over two token lifetimes. Each token serves its
+        // first 150 s without a token request; the request that finds it due starts one refresh.
+        for refreshed in 1...4 {
+            for _ in 0..<5 {
+                clock.advance(by: .seconds(30))
+                #expect(try await Self.tagList("refresh/app", with: client).0 == .ok)
+            }
+            #expect(try await eventually { tokens.readyToken(for: key) != nil }, "the refresh did not land")
+            #expect(issuer.counts.total - before == refreshed)
         }
-        let fetched = issuer.counts.total - before
-        #expect(fetched >= 3, "tokens were not refreshed: \(fetched) token requests")
-        // A token is renewed half-way through its 2 s life: about one request per second the
-        // operation took (longer on a busy machine), not one per request.
-        let elapsed = (ContinuousClock.now - started).components
-        let seconds = Int(elapsed.seconds) + (elapsed.attoseconds > 0 ? 1 : 0)
-        #expect(fetched <= seconds + 2, "tokens were refreshed far too often: \(fetched) token requests in \(seconds) s")
+        // A token past its usable time is not sent: the request waits for a new one.
+        clock.advance(by: .seconds(270))
+        #expect(tokens.readyToken(for: key) == nil)
+        #expect(try await Self.tagList("refresh/app", with: client).0 == .ok)
+        #expect(issuer.counts.total - before == 5)
+        #expect(issuer.scopesRequested.suffix(5).allSatisfy { $0 == ["repository:refresh/app:pull"] })
     }
 
     @Test func oauth2PostWithRefreshTokens() async throws {
-        let (registry, issuer) = try await TokenAuthRegistry.start(expiresIn: 2)
+        let (registry, issuer) = try await TokenAuthRegistry.start()
         defer { registry.stop(); issuer.stop() }
-        let tokens = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .milliseconds(400), refreshFraction: 0.5))
+        let clock = ManualClock()
+        let tokens = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
         let client = try Self.upstream(registry, SharedRegistries.robotUser, parameters: ["tokenMethod": "post"], tokens: tokens)
         try await Self.push(TestImage(seed: 8), to: "oauth/app", tag: "v1", with: client)
         #expect(issuer.counts.get == 0)
         #expect(issuer.counts.post >= 1)
-        for _ in 0..<6 {
-            #expect(try await Self.tagList("oauth/app", with: client).0 == .ok)
-            try await Task.sleep(for: .milliseconds(400))
-        }
-        #expect(issuer.counts.refreshGrants >= 1)
+        let key = TokenCache.Key(connector: client.connector.id, scopes: [.repository("oauth/app", actions: ["pull"])])
+        #expect(try await Self.tagList("oauth/app", with: client).0 == .ok)
+        #expect(issuer.counts.refreshGrants == 0)
+        // Due for refresh (after 150 s of 300): renewed with the refresh token the POST gave.
+        clock.advance(by: .seconds(160))
+        #expect(try await Self.tagList("oauth/app", with: client).0 == .ok)
+        #expect(try await eventually { tokens.readyToken(for: key) != nil }, "the refresh did not land")
+        #expect(issuer.counts.refreshGrants == 1)
+        #expect(issuer.counts.rejected == 0)
+        // The registry takes the renewed token: no further token request.
+        let served = issuer.counts
+        #expect(try await Self.tagList("oauth/app", with: client).0 == .ok)
+        #expect(issuer.counts == served)
         #expect(issuer.counts.get == 0)
     }
 
@@ -246,7 +263,8 @@ struct UpstreamAuthTests {
         let (registry, issuer) = try await TokenAuthRegistry.start()
         defer { registry.stop() }
         issuer.stop()
-        try await Task.sleep(for: .milliseconds(200))
+        // Stopping is asynchronous: wait until the issuer's port refuses connections.
+        try #require(try await eventually { !Loopback.isListening(issuer.port) }, "the token server did not stop")
         let client = try Self.upstream(registry, SharedRegistries.robotUser)
         await Self.expectFailure(.unreachable, containing: "token server") {
             _ = try await HealthCheck(client: client).run(repository: "x/y", action: .pull)
