@@ -121,15 +121,16 @@ struct ProxyEndToEndTests {
         let bearer = try Curl.request("GET", "\(base)/v2/", headers: ["Authorization": "Bearer \(proxy.token())"])
         #expect(bearer.status == 200)
 
+        let expired = try proxy.token(ttl: "1s")
         let cases: [(String?, Int, String)] = [
             (nil, 401, "UNAUTHORIZED"),
             ("not-a-token", 401, "UNAUTHORIZED"),
-            (try proxy.token(ttl: "1s"), 401, "UNAUTHORIZED"),  // expired by the time it is used
+            (expired, 401, "UNAUTHORIZED"),
             (try otherSigner(proxy), 401, "UNAUTHORIZED"),
             (try proxy.token(connector: "team-a/other"), 403, "DENIED"),
             (try proxy.token(actions: "push"), 403, "DENIED"),
         ]
-        try await Task.sleep(for: .seconds(2))
+        try await ProxyProcess.waitUntilExpired(expired)
         for (token, status, code) in cases {
             let response = try Curl.request("GET", manifest, token: token)
             #expect(response.status == status, "\(response.text)")

@@ -71,6 +71,25 @@ public final class ProxyProcess: Sendable {
         ] + (repository.map { ["--repository", $0] } ?? [])).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// When a proxy token expires (its `exp` claim): the proxy refuses it from that second on.
+    public static func expiry(of token: String) throws -> Date {
+        let parts = token.split(separator: ".")
+        guard parts.count == 3 else { throw TestSupportError("the token is not a JWT") }
+        var payload = String(parts[1]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while payload.count % 4 != 0 { payload += "=" }
+        guard let data = Data(base64Encoded: payload),
+              let claims = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let expiry = claims["exp"] as? TimeInterval
+        else { throw TestSupportError("the token has no exp claim") }
+        return Date(timeIntervalSince1970: expiry)
+    }
+
+    /// Waits until `token` has expired, which is at most its lifetime away.
+    public static func waitUntilExpired(_ token: String) async throws {
+        let expiry = try expiry(of: token)
+        while Date() < expiry { try await Task.sleep(for: .milliseconds(20)) }
+    }
+
     /// The proxy's peak resident memory so far, in KiB.
     public var peakResidentKiB: Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return nil }
