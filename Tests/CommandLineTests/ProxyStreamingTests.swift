@@ -214,9 +214,12 @@ struct ProxyStreamingTests {
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
-        _ = try? runCommand("/usr/bin/curl", [
-            "-s", "-X", method, "--max-time", "0.1", "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1",
-        ])
+        let curl = try Self.startCurl(["-X", method, "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1"])
+        // The upstream answers 300 ms after it is asked: the client leaves as soon as it is (killed:
+        // curl started from the test process does not end on SIGTERM).
+        try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
+        kill(curl.process.processIdentifier, SIGKILL)
+        curl.process.waitUntilExit()
         let logLine = try #require(try await proxy.logLine(containing: "repository=slow/app", attempts: 50),
                                    "no log line for the abandoned request")
         #expect(logLine.split(separator: " ").contains("status=499"), "\(logLine)")
@@ -238,13 +241,16 @@ struct ProxyStreamingTests {
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        // The upstream (or the storage it redirects to) answers after 300 ms; the proxy is told
-        // to stop 100 ms in.
+        // The upstream (or the storage it redirects to) answers 300 ms after it is asked; the proxy
+        // is told to stop as soon as it holds a connection to the upstream (asking how it
+        // authenticates, or asking for the read).
         let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("slow", viaStorage: viaStorage))/\(path)"
-        let output = try runCommand("/bin/sh", ["-c", """
-            curl -s \(method == "HEAD" ? "-I" : "") \(onEventLoop ? "" : "-H 'Connection: keep-alive'") -u w:\(try proxy.token()) -o /dev/null \
-                -w '%{http_code} %{size_download}' '\(url)' & sleep 0.1; kill -TERM \(proxy.processIdentifier); wait $!
-            """])
+        let curl = try Self.startCurl((method == "HEAD" ? ["-I"] : []) + Self.pathArguments(onEventLoop: onEventLoop) + [
+            "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
+        ])
+        try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
+        proxy.terminate()
+        let output = curl.output()
         let expectedSize = method == "GET" ? stub.blob.count : 0
         #expect(output == "200 \(expectedSize)", "\(output)")
         for _ in 0..<50 where proxy.isRunning { try await Task.sleep(for: .milliseconds(100)) }
@@ -259,15 +265,42 @@ struct ProxyStreamingTests {
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
-        // The upstream redirects after 300 ms; the proxy is told to stop 100 ms in.
+        // The upstream redirects 300 ms after it is asked; the proxy is told to stop as soon as it
+        // has begun asking.
         let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow-redirect/app/blobs/\(Self.digest)"
-        let output = try runCommand("/bin/sh", ["-c", """
-            curl -s \(method == "HEAD" ? "-I" : "") -u w:\(try proxy.token()) -o /dev/null -w '%{http_code} %{size_download}' \
-                '\(url)' & sleep 0.1; kill -TERM \(proxy.processIdentifier); wait $!
-            """])
+        let curl = try Self.startCurl((method == "HEAD" ? ["-I"] : []) + [
+            "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
+        ])
+        try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
+        proxy.terminate()
+        let output = curl.output()
         #expect(output == "200 \(method == "HEAD" ? 0 : stub.blob.count)", "\(output)")
         for _ in 0..<50 where proxy.isRunning { try await Task.sleep(for: .milliseconds(100)) }
         #expect(!proxy.isRunning, "the proxy did not stop after its last response")
+    }
+
+    /// curl, running while the test goes on.
+    struct BackgroundCurl {
+        let process: Process
+        let standardOutput: Pipe
+
+        /// What curl wrote to its standard output, once it has ended.
+        func output() -> String {
+            let data = standardOutput.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+
+    /// Starts curl with `arguments` (and `-s`) and leaves it running.
+    static func startCurl(_ arguments: [String]) throws -> BackgroundCurl {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-s"] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        return BackgroundCurl(process: process, standardOutput: output)
     }
 
     /// A big blob pushed monolithically and in chunks and pulled back with its digest checked,

@@ -90,6 +90,45 @@ public final class ProxyProcess: Sendable {
         while Date() < expiry { try await Task.sleep(for: .milliseconds(20)) }
     }
 
+    /// The remote ports of the TCP connections the proxy holds open, read from `/proc` (Linux).
+    public var connectedPorts: Set<Int> {
+        let pid = process.processIdentifier
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        // A socket's descriptor links to `socket:[INODE]`; the TCP tables name sockets by inode.
+        let inodes = Set(descriptors.compactMap { name -> Substring? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)"),
+                  target.hasPrefix("socket:[") else { return nil }
+            return target.dropFirst("socket:[".count).dropLast()
+        })
+        var ports: Set<Int> = []
+        for table in ["tcp", "tcp6"] {
+            // Read to the end: `String(contentsOfFile:)` gets only the first page of a `/proc` file.
+            let data = FileHandle(forReadingAtPath: "/proc/\(pid)/net/\(table)")?.readDataToEndOfFile() ?? Data()
+            let text = String(decoding: data, as: UTF8.self)
+            // Fields: sl, local_address, rem_address (hex address:port), st (01: established), five
+            // more, then the inode.
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                guard fields.count > 9, fields[3] == "01", inodes.contains(fields[9]),
+                      let port = fields[2].split(separator: ":").last.flatMap({ Int($0, radix: 16) })
+                else { continue }
+                ports.insert(port)
+            }
+        }
+        return ports
+    }
+
+    /// Waits until the proxy holds a connection to `port` on this machine (an upstream it has
+    /// begun to ask), for at most `timeout`; whether it does.
+    public func waitForConnection(toPort port: Int, timeout: Duration = .seconds(10)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !connectedPorts.contains(port) {
+            guard ContinuousClock.now < deadline else { return false }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        return true
+    }
+
     /// The proxy's peak resident memory so far, in KiB.
     public var peakResidentKiB: Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return nil }
@@ -114,6 +153,11 @@ public final class ProxyProcess: Sendable {
 
     /// Whether the proxy has exited.
     public var isRunning: Bool { process.isRunning }
+
+    /// Sends the proxy SIGTERM and returns at once, to see what it does while it stops.
+    public func terminate() {
+        process.terminate()
+    }
 
     public func stop() {
         if process.isRunning {
