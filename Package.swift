@@ -39,7 +39,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
-        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
@@ -86,7 +85,6 @@ let package = Package(
             name: "OCIBlobForwarder",
             dependencies: [
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -99,11 +97,10 @@ let package = Package(
             name: "OCIConnectorProxy",
             dependencies: [
                 "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken", "OCIBlobForwarder",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
-                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -114,7 +111,6 @@ let package = Package(
             name: "oci-connector-proxy",
             dependencies: [
                 "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference",
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -154,17 +150,6 @@ let package = Package(
             swiftSettings: testSettings
         ),
         .testTarget(
-            name: "OCIBlobForwarderTests",
-            dependencies: [
-                "OCIBlobForwarder", "OCITestSupport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ],
-            swiftSettings: testSettings
-        ),
-        .testTarget(
             name: "OCIClientConfigTests",
             dependencies: ["OCIClientConfig", "OCIConnectors", "OCIReference"],
             exclude: ["Golden"],
@@ -173,15 +158,13 @@ let package = Package(
         .testTarget(
             name: "OCIConnectorProxyTests",
             dependencies: [
-                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference", "OCIBlobForwarder",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
+                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference", "OCIBlobForwarder", "OCITestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
-                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: testSettings
         ),

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
@@ -63,8 +62,8 @@ struct ProxyTool: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Run Swift concurrency's jobs on the NIO event loops that do the I/O: every forwarded buffer
-        // then moves between the upstream connection, the responder task and the client connection
+        // Run Swift concurrency's jobs on the NIO event loops that do the I/O: every uploaded buffer
+        // then moves between the client connection, the forwarding task and the upstream connection
         // without a thread switch (pull throughput +25 %, CPU per GiB -25 %; Documentation/Performance.md).
         if Self.environment["OCI_CONNECTOR_SWIFT_EXECUTOR"] == nil {
             NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
@@ -105,30 +104,44 @@ struct ProxyTool: AsyncParsableCommand {
         let proxy = try ConnectorProxy(
             catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern, connections: connectionLimits), logger: logger)
         let connectors = catalog.connectors.keys.sorted().map(\.description).joined(separator: ", ")
-        let application = Application(
-            responder: proxy,
-            server: proxy.server,
-            configuration: .init(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { channel in
-                let bound = channel.localAddress?.port ?? port
-                // One line on stdout for scripts and tests; details go to the log.
-                FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
-                logger.notice("serving", metadata: ["address": "\(host):\(bound)", "connectors": "\(connectors)"])
-            },
-            logger: logger)
+        let server: ProxyServer
         do {
-            try await application.runService()
-        } catch let error as IOError {
+            server = try await ProxyServer.bind(proxy, host: host, port: port)
+        } catch {
             // Binding failed (the address is in use, or not this machine's): one line, not a trace.
             await proxy.shutdown()
-            let reason = String(cString: strerror(error.errnoCode))
+            let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
             FileHandle.standardError.write(Data("Error: cannot listen on \(host):\(port): \(reason)\n".utf8))
             throw ExitCode.failure
-        } catch {
-            await proxy.shutdown()
-            throw error
         }
+        let bound = server.localAddress?.port ?? port
+        // One line on stdout for scripts and tests; details go to the log.
+        FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
+        logger.notice("serving", metadata: ["address": "\(host):\(bound)", "connectors": "\(connectors)"])
+
+        // SIGTERM (Kubernetes stopping the pod) or SIGINT: stop accepting, let answers under way
+        // finish, then close the upstream connections.
+        let signal = await ShutdownSignal.first(of: [SIGTERM, SIGINT])
+        logger.notice("shutting down", metadata: ["signal": "\(signal)"])
+        await server.shutdownGracefully()
         await proxy.shutdown()
+    }
+}
+
+/// The first of some signals to arrive, which then no longer end the process by default.
+enum ShutdownSignal {
+    static func first(of signals: [Int32]) async -> Int32 {
+        let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
+        let sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        for await number in stream { return number }
+        return SIGTERM
     }
 }
 

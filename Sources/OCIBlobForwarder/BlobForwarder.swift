@@ -1,44 +1,23 @@
 public import AsyncHTTPClient
-public import HummingbirdCore
 public import NIOCore
 import Synchronization
 
 /// Streams bodies between the workload and the upstream registry.
 ///
 /// Buffers are handed through as the `ByteBuffer`s they arrive in: nothing is copied into arrays
-/// or `Data`, nothing is collected. Both directions pull: the upstream response is read only as
-/// fast as the client takes it, and the client's upload only as fast as the upstream accepts it,
-/// so memory per stream stays bounded whatever the size of the blob.
+/// or `Data`, nothing is collected. The upstream pulls: the client's upload is read only as fast
+/// as the upstream accepts it, so memory per stream stays bounded whatever the size of the blob.
 public enum BlobForwarder {
-    /// A request body for the upstream that streams `body` (the client's upload).
+    /// A request body for the upstream that streams `body` (the client's upload), counting it.
     public static func upstreamBody<Body: AsyncSequence & Sendable>(
         from body: Body, length: Int?, counter: ByteCounter
     ) -> HTTPClientRequest.Body where Body.Element == ByteBuffer {
-        .stream(CountingSequence(base: body, counter: counter), length: length.map { .known(Int64($0)) } ?? .unknown)
+        .stream(counted(body, counter: counter), length: length.map { .known(Int64($0)) } ?? .unknown)
     }
 
-    /// A response body for the client that streams the upstream's response body.
-    ///
-    /// If the upstream fails mid-body the error propagates, so the client's connection ends
-    /// abnormally instead of with a clean but truncated body. If the client goes away, writing
-    /// throws, iteration stops, and the upstream request is cancelled with it.
-    public static func clientBody<Upstream: AsyncSequence & Sendable>(
-        from upstream: Upstream, length: Int?, counter: ByteCounter,
-        finished: @escaping @Sendable ((any Error)?) -> Void
-    ) -> ResponseBody where Upstream.Element == ByteBuffer {
-        ResponseBody(contentLength: length) { writer in
-            do {
-                for try await buffer in upstream {
-                    counter.add(buffer.readableBytes)
-                    try await writer.write(buffer)
-                }
-                try await writer.finish(nil)
-                finished(nil)
-            } catch {
-                finished(error)
-                throw error
-            }
-        }
+    /// `body` unchanged, its bytes added to `counter` as they pass.
+    public static func counted<Body: AsyncSequence & Sendable>(_ body: Body, counter: ByteCounter) -> CountedBody<Body> {
+        CountedBody(base: body, counter: counter)
     }
 }
 
@@ -58,24 +37,26 @@ public final class ByteCounter: Sendable {
     public var value: Int { total.load(ordering: .relaxed) }
 }
 
-/// Passes an async sequence of buffers through unchanged, counting their bytes.
-struct CountingSequence<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
-    typealias Element = ByteBuffer
+/// An async sequence of buffers passed through unchanged, their bytes counted.
+public struct CountedBody<Base: AsyncSequence & Sendable>: AsyncSequence, Sendable where Base.Element == ByteBuffer {
+    public typealias Element = ByteBuffer
     let base: Base
     let counter: ByteCounter
 
-    struct AsyncIterator: AsyncIteratorProtocol {
+    /// Iterates the buffers, counting each.
+    public struct AsyncIterator: AsyncIteratorProtocol {
         var base: Base.AsyncIterator
         let counter: ByteCounter
 
-        mutating func next() async throws -> ByteBuffer? {
+        /// The next buffer, `nil` at the end; throws what the base throws.
+        public mutating func next() async throws -> ByteBuffer? {
             guard let buffer = try await base.next() else { return nil }
             counter.add(buffer.readableBytes)
             return buffer
         }
     }
 
-    func makeAsyncIterator() -> AsyncIterator {
+    public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: base.makeAsyncIterator(), counter: counter)
     }
 }

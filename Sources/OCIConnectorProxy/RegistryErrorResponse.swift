@@ -1,35 +1,29 @@
 import Foundation
-public import Hummingbird
-public import HTTPTypes
+public import NIOHTTP1
 
 /// Errors in the distribution API's own format: `{"errors":[{"code":…,"message":…}]}`.
 public struct RegistryErrorResponse: Error, Sendable {
     /// The HTTP status.
-    public let status: HTTPResponse.Status
+    public let status: HTTPResponseStatus
     /// The distribution error code, such as `NAME_INVALID`.
     public let code: String
     /// A message for people. Never holds a credential or a token.
     public let message: String
     /// Extra headers, such as a challenge.
-    public var headers: HTTPFields = [:]
+    public var headers = HTTPHeaders()
 
     /// Creates an error response.
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+    public init(_ status: HTTPResponseStatus, _ code: String, _ message: String) {
         self.status = status
         self.code = code
         self.message = message
     }
 
-    /// The response to send.
-    public var response: Response {
-        Response(status: status, headers: responseHeaders, body: .init(byteBuffer: ByteBuffer(string: json)))
-    }
-
     /// The response's headers: ``headers`` plus the content type and the distribution API version.
-    var responseHeaders: HTTPFields {
+    var responseHeaders: HTTPHeaders {
         var headers = self.headers
-        headers[.contentType] = "application/json"
-        headers[HTTPField.Name("Docker-Distribution-API-Version")!] = "registry/2.0"
+        headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        headers.replaceOrAdd(name: "Docker-Distribution-API-Version", value: "registry/2.0")
         return headers
     }
 

@@ -1,11 +1,8 @@
-import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
-import NIOHTTPTypes
-import NIOHTTPTypesHTTP1
 import NIOPosix
-import OCIConnectorProxy
+@testable import OCIConnectorProxy
 import Testing
 
 /// NIO keeps a receive buffer for reuse per read it makes in one wake-up, at the size it grew to:
@@ -15,13 +12,13 @@ struct ReceiveBufferTests {
     /// Records, for each request part, how many reads per wake-up the connection is set to once
     /// ``ReceiveBufferHandler`` has seen the part.
     final class Probe: ChannelInboundHandler, Sendable {
-        typealias InboundIn = HTTPRequestPart
+        typealias InboundIn = HTTPServerRequestPart
         let seen = NIOLockedValueBox<[(String, UInt)]>([])
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let reads = (try? context.channel.syncOptions?.getOption(ChannelOptions.maxMessagesPerRead)) ?? 0
             let name = switch unwrapInboundIn(data) {
-            case .head(let request): "head \(request.method)"
+            case .head(let request): "head \(request.method.rawValue)"
             case .body: "body"
             case .end: "end"
             }
@@ -36,7 +33,6 @@ struct ReceiveBufferTests {
                 channel.eventLoop.makeCompletedFuture {
                     let operations = channel.pipeline.syncOperations
                     try operations.configureHTTPServerPipeline(withPipeliningAssistance: false)
-                    try operations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                     try operations.addHandler(ReceiveBufferHandler())
                     try operations.addHandler(probe)
                 }

@@ -132,7 +132,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     static func answer(_ error: RegistryErrorResponse, allocator: ByteBufferAllocator) -> ByteBuffer {
         let body = error.json
         var head = "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n"
-        for field in error.responseHeaders { head += "\(field.name.rawName): \(field.value)\r\n" }
+        for (name, value) in error.responseHeaders { head += "\(name): \(value)\r\n" }
         head += "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n"
         var buffer = allocator.buffer(capacity: head.utf8.count + body.utf8.count)
         buffer.writeString(head)

@@ -161,16 +161,14 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         switch state.parseFailed() {
         case .answerAndClose:
             let answer = parserError == .headerOverflow
-                ? RegistryErrorResponse(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"), "UNSUPPORTED",
+                ? RegistryErrorResponse(HTTPResponseStatus(statusCode: 431, reasonPhrase: "Request Header Fields Too Large"), "UNSUPPORTED",
                                         "the request head is larger than the proxy accepts")
                 : RegistryErrorResponse(.badRequest, "UNSUPPORTED", "the request is not valid HTTP/1.1")
-            var headers = HTTPHeaders()
-            for field in answer.responseHeaders { headers.add(name: field.name.rawName, value: field.value) }
+            var headers = answer.responseHeaders
             let body = context.channel.allocator.buffer(string: answer.json)
             headers.add(name: "Content-Length", value: "\(body.readableBytes)")
             headers.add(name: "Connection", value: "close")
-            let status = HTTPResponseStatus(statusCode: answer.status.code, reasonPhrase: answer.status.reasonPhrase)
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .closeAfterAnswers:

@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import OCIProxyToken
 import Synchronization
 
@@ -19,11 +18,6 @@ final class ClientAuthenticator: Sendable {
 
     init(verifier: ProxyTokenVerifier) {
         self.verifier = verifier
-    }
-
-    /// The claims of the request's token, or a 401 in the distribution error format.
-    func claims(_ request: Request, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
-        try claims(authorization: request.headers[.authorization], now: now)
     }
 
     /// The header a connection's last request verified with, and its claims.
@@ -92,7 +86,7 @@ final class ClientAuthenticator: Sendable {
 
     static func unauthorized(_ message: String) -> RegistryErrorResponse {
         var error = RegistryErrorResponse(.unauthorized, "UNAUTHORIZED", message)
-        error.headers[.wwwAuthenticate] = #"Basic realm="\#(realm)""#
+        error.headers.add(name: "WWW-Authenticate", value: #"Basic realm="\#(realm)""#)
         return error
     }
 }

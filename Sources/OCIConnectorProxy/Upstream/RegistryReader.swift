@@ -1,10 +1,12 @@
-public import NIOCore
-public import NIOHTTP1
+import NIOCore
+import NIOHTTP1
 import NIOPosix
-public import NIOSSL
+import NIOSSL
 import Synchronization
 
-/// Reads blobs from one upstream origin over HTTP/1.1 connections of its own.
+/// Reads manifests, blobs, tag lists and referrers from one upstream origin (a registry, or the
+/// object storage it redirects blob reads to) over HTTP/1.1 connections of its own: the client
+/// behind every read the proxy relays (``ReadRelay``).
 ///
 /// A general HTTP client reads at most 64 KiB per system call and stops reading whenever one
 /// buffer waits for its consumer; for a blob that is the largest cost of forwarding it. This
@@ -16,31 +18,31 @@ import Synchronization
 /// Connections are kept alive and reused (last used first). A request that fails on a reused
 /// connection before any response arrives (the upstream closed it while it sat idle) is sent
 /// once more on a new connection; GETs can be repeated.
-public final class BlobFetcher: Sendable {
+final class RegistryReader: Sendable {
     /// Connection and buffering settings.
-    public struct Configuration: Sendable {
+    struct Configuration: Sendable {
         /// TLS settings for an `https` origin; `nil` connects in plain text.
-        public var tls: TLSConfiguration?
+        var tls: TLSConfiguration?
         /// How long connecting may take.
-        public var connectTimeout: TimeAmount
+        var connectTimeout: TimeAmount
         /// How long the upstream may stay silent while a response is awaited or read.
-        public var readTimeout: TimeAmount
+        var readTimeout: TimeAmount
         /// The largest buffer one read fills.
-        public var maximumReadSize: Int
+        var maximumReadSize: Int
         /// How many reads may wait for the consumer before reading stops.
-        public var bufferedReads: Int
+        var bufferedReads: Int
         /// How many idle connections are kept for reuse.
-        public var idleConnections: Int
+        var idleConnections: Int
         /// How many of the idle connections may be ones whose receive buffer a blob read grew
         /// to 256 KiB or more. Such a buffer stays with its connection
         /// until the connection closes, up to ``maximumReadSize`` each: without this bound, 64
         /// concurrent blob reads left 64 MiB held by idle connections until their idle timeout.
         /// Past it, a connection closes when its response ends; connections that only carried
         /// small bodies (manifests, `HEAD`s) are not counted.
-        public var idleConnectionsWithLargeBuffers: Int
+        var idleConnectionsWithLargeBuffers: Int
         /// How long a connection may stay idle before it is closed. An idle connection keeps a
         /// receive buffer (up to ``maximumReadSize``), so a pool of many holds memory until then.
-        public var idleTimeout: TimeAmount
+        var idleTimeout: TimeAmount
 
         /// Settings for a plain-text origin by default: 10 s to connect, 60 s of silence at most,
         /// reads of up to 1 MiB, four of them buffered, eight idle connections (all eight may
@@ -50,7 +52,7 @@ public final class BlobFetcher: Sendable {
         /// also keeps one receive buffer for its next read, idle or not. Reads of 1 MiB
         /// halve the CPU a forwarded GiB costs compared with 256 KiB (Documentation/Performance.md);
         /// the adaptive allocator only grows a connection's buffers when the upstream fills them.
-        public init(
+        init(
             tls: TLSConfiguration? = nil, connectTimeout: TimeAmount = .seconds(10), readTimeout: TimeAmount = .seconds(60),
             maximumReadSize: Int = 1024 * 1024, bufferedReads: Int = 4, idleConnections: Int = 8,
             idleConnectionsWithLargeBuffers: Int = 8, idleTimeout: TimeAmount = .seconds(30)
@@ -67,11 +69,11 @@ public final class BlobFetcher: Sendable {
     }
 
     /// The host connected to.
-    public let host: String
+    let host: String
     /// The port connected to.
-    public let port: Int
+    let port: Int
     /// The `Host` its requests carry.
-    package let hostHeader: String
+    let hostHeader: String
     private let configuration: Configuration
     private let sslContext: NIOSSLContext?
     private let group: any EventLoopGroup
@@ -89,7 +91,7 @@ public final class BlobFetcher: Sendable {
 
     /// A fetcher for `host:port`; `hostHeader` is the `Host` its requests carry. Connections live
     /// on `group`, NIO's shared event loops by default.
-    public convenience init(
+    convenience init(
         host: String, port: Int, hostHeader: String, configuration: Configuration = .init(),
         group: (any EventLoopGroup)? = nil
     ) throws {
@@ -103,7 +105,7 @@ public final class BlobFetcher: Sendable {
     /// Building a context is costly: one that trusts the system's certificate authorities parses
     /// them all, about 1 MiB of memory and a few milliseconds each. Fetchers with the same TLS
     /// settings (one per registry a proxy serves) should share one.
-    public init(
+    init(
         host: String, port: Int, hostHeader: String, sslContext: NIOSSLContext?, configuration: Configuration = .init(),
         group: (any EventLoopGroup)? = nil
     ) {
@@ -122,16 +124,16 @@ public final class BlobFetcher: Sendable {
     ///
     /// Failures before the head arrives are thrown; failures while the body streams end the body
     /// sequence with the error, so a truncated body is never mistaken for a whole one.
-    public func get(_ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
+    func get(_ target: String, headers: HTTPHeaders) async throws -> RegistryReadResponse {
         try await read(.GET, target, headers: headers)
     }
 
     /// Sends a `GET` or `HEAD` of `target` (a path and query), as ``get(_:headers:)`` does; a
     /// `HEAD`'s body is empty.
-    public func read(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) async throws -> BlobResponse {
+    func read(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) async throws -> RegistryReadResponse {
         // `any()` is the caller's own event loop when it runs on one of the group's.
         try await start(requestHead(method, target, headers: headers), on: group.any(), sameLoop: false) { eventLoop in
-            let promise = eventLoop.makePromise(of: BlobResponse.self)
+            let promise = eventLoop.makePromise(of: RegistryReadResponse.self)
             return (.sequence(promise), promise.futureResult)
         }.get()
     }
@@ -140,7 +142,7 @@ public final class BlobFetcher: Sendable {
     /// to a channel of that loop as it is read: the request goes out on a connection of
     /// `eventLoop` itself, with the same connection reuse and retry, and the body's sink is called
     /// on `eventLoop`, with no thread switch per buffer.
-    package func startRelay(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<RelayedResponse> {
+    func startRelay(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<RelayedResponse> {
         start(requestHead(method, target, headers: headers), on: eventLoop, sameLoop: true) { eventLoop in
             let promise = eventLoop.makePromise(of: RelayedResponse.self)
             return (.relay(promise), promise.futureResult)
@@ -150,8 +152,8 @@ public final class BlobFetcher: Sendable {
     /// Sends `head` on an idle connection (one of `eventLoop`'s only, if `sameLoop`), or on a new
     /// one; once more on a new one if the idle one turns out to be closed.
     private func start<Response: Sendable>(
-        _ head: BlobResponseHandler.Request, on eventLoop: any EventLoop, sameLoop: Bool,
-        waiter: @escaping @Sendable (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
+        _ head: HTTPRequestHead, on eventLoop: any EventLoop, sameLoop: Bool,
+        waiter: @escaping @Sendable (any EventLoop) -> (RegistryReadHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         let fresh: @Sendable () -> EventLoopFuture<Response> = { [self] in
             connect(eventLoop).flatMap { $0.start(head, waiter: waiter).hop(to: eventLoop) }
@@ -159,67 +161,22 @@ public final class BlobFetcher: Sendable {
         guard let connection = pool.checkout(on: sameLoop ? eventLoop : nil) else { return fresh() }
         return connection.start(head, waiter: waiter).hop(to: eventLoop).flatMapError { error in
             // The upstream closed the idle connection before answering: try a fresh one.
-            guard let error = error as? BlobFetchError, error.kind == .closedBeforeResponse else {
+            guard let error = error as? RegistryReadError, error.kind == .closedBeforeResponse else {
                 return eventLoop.makeFailedFuture(error)
             }
             return fresh()
         }
     }
 
-    /// ``startRelay(_:_:headers:on:)`` for a `HEAD` or a `GET` whose request head the caller
-    /// wrote as bytes (with this fetcher's ``hostHeader``), answered with the response's head as
-    /// bytes and, for a `GET`, its body whole if `Content-Length` frames it and it is at most
-    /// `bodyLimit` bytes (``RawResponseHead/body``): neither head is turned into NIO's header
-    /// types, which for a relayed manifest `HEAD` cost more than the rest of the exchange. The
-    /// same connections, reuse and retry. Called on `eventLoop`, and `answered` is called there,
-    /// once: a callback rather than a future, since the promise, the futures chained for the
-    /// retry and their callbacks were a few per cent of the exchange. `request` must be a
-    /// complete, well-formed request head without a body; `bodyLimit` is 0 for a `HEAD`.
-    package func startRawHead(
-        _ request: ByteBuffer, on eventLoop: any EventLoop, bodyLimit: Int = 0,
-        answered: @escaping (Result<RawResponseHead, any Error>) -> Void
-    ) {
-        eventLoop.preconditionInEventLoop()
-        guard let connection = pool.checkout(on: eventLoop) else {
-            return rawHeadOnNewConnection(request, on: eventLoop, bodyLimit: bodyLimit, answered: answered)
-        }
-        let sent = connection.handler.value.send(.raw(request, bodyLimit: bodyLimit), connection: connection, for: .rawHead { [self] result in
-            // The upstream closed the idle connection before answering: try a fresh one.
-            if case .failure(let error) = result, error.kind == .closedBeforeResponse {
-                rawHeadOnNewConnection(request, on: eventLoop, bodyLimit: bodyLimit, answered: answered)
-            } else {
-                answered(result.mapError { $0 })
-            }
-        })
-        if !sent { rawHeadOnNewConnection(request, on: eventLoop, bodyLimit: bodyLimit, answered: answered) }
-    }
-
-    private func rawHeadOnNewConnection(
-        _ request: ByteBuffer, on eventLoop: any EventLoop, bodyLimit: Int,
-        answered: @escaping (Result<RawResponseHead, any Error>) -> Void
-    ) {
-        connect(eventLoop).assumeIsolated().whenComplete { result in
-            switch result {
-            case .success(let connection):
-                let sent = connection.handler.value.send(.raw(request, bodyLimit: bodyLimit), connection: connection, for: .rawHead { result in
-                    answered(result.mapError { $0 })
-                })
-                if !sent { answered(.failure(BlobFetchError(.closedBeforeResponse, "the connection is gone"))) }
-            case .failure(let error):
-                answered(.failure(error))
-            }
-        }
-    }
-
-    private func requestHead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) -> BlobResponseHandler.Request {
-        precondition(method == .GET || method == .HEAD, "BlobFetcher only reads: GET or HEAD")
+    private func requestHead(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders) -> HTTPRequestHead {
+        precondition(method == .GET || method == .HEAD, "RegistryReader only reads: GET or HEAD")
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
         head.headers.replaceOrAdd(name: "Host", value: hostHeader)
-        return .head(head)
+        return head
     }
 
     /// Closes the idle connections.
-    public func shutdown() async {
+    func shutdown() async {
         for connection in pool.drain() {
             try? await connection.channel.close()
         }
@@ -246,64 +203,63 @@ public final class BlobFetcher: Sendable {
                     if let sslContext {
                         try operations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
-                    try operations.addHandler(RawHeadTap())
                     try operations.addHTTPClientHandlers()
-                    try operations.addHandler(BlobResponseHandler(
+                    try operations.addHandler(RegistryReadHandler(
                         bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout,
                         idleTimeout: configuration.idleTimeout, pool: pool))
                 }
             }
         let (host, port) = (host, port)
         return bootstrap.connect(host: host, port: port).flatMapErrorThrowing { error in
-            throw BlobFetchError(.unreachable, "cannot connect to \(host):\(port): \(error)")
+            throw RegistryReadError(.unreachable, "cannot connect to \(host):\(port): \(error)")
         }.flatMapThrowing { [self] channel in
             opened.wrappingAdd(1, ordering: .relaxed)
             // Connecting completes on the channel's event loop.
-            guard let handler = try? channel.pipeline.syncOperations.handler(type: BlobResponseHandler.self) else {
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: RegistryReadHandler.self) else {
                 channel.close(promise: nil)
-                throw BlobFetchError(.closedBeforeResponse, "the connection to \(host):\(port) closed at once")
+                throw RegistryReadError(.closedBeforeResponse, "the connection to \(host):\(port) closed at once")
             }
             return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
         }
     }
 }
 
-/// A response from ``BlobFetcher``: the head now, the body as it arrives.
-public struct BlobResponse: Sendable {
+/// A response from ``RegistryReader``: the head now, the body as it arrives.
+struct RegistryReadResponse: Sendable {
     /// The status line and headers.
-    public let head: HTTPResponseHead
+    let head: HTTPResponseHead
     /// The body, in the buffers it was read in.
-    public let body: BlobBody
+    let body: RegistryReadBody
 }
 
-/// The body of a ``BlobResponse``: an async sequence of the buffers read from the upstream.
+/// The body of a ``RegistryReadResponse``: an async sequence of the buffers read from the upstream.
 ///
 /// Dropping it before its end closes the connection it was read from.
-public struct BlobBody: AsyncSequence, Sendable {
-    public typealias Element = ByteBuffer
+struct RegistryReadBody: AsyncSequence, Sendable {
+    typealias Element = ByteBuffer
     typealias Producer = NIOThrowingAsyncSequenceProducer<
-        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, BlobResponseHandler.Demand>
+        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, RegistryReadHandler.Demand>
     let producer: Producer
 
     /// Iterates the buffers.
-    public struct AsyncIterator: AsyncIteratorProtocol {
+    struct AsyncIterator: AsyncIteratorProtocol {
         var base: Producer.AsyncIterator
 
         /// The next buffer, `nil` at the end; throws if the upstream failed before the end.
-        public mutating func next() async throws -> ByteBuffer? {
+        mutating func next() async throws -> ByteBuffer? {
             try await base.next()
         }
     }
 
-    public func makeAsyncIterator() -> AsyncIterator {
+    func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: producer.makeAsyncIterator())
     }
 }
 
-/// Why a ``BlobFetcher`` request failed.
-public struct BlobFetchError: Error, CustomStringConvertible, Sendable {
+/// Why a ``RegistryReader`` request failed.
+struct RegistryReadError: Error, CustomStringConvertible, Sendable {
     /// What went wrong.
-    public enum Kind: Sendable {
+    enum Kind: Sendable {
         /// No connection could be made.
         case unreachable
         /// The connection closed before a response head arrived.
@@ -315,28 +271,28 @@ public struct BlobFetchError: Error, CustomStringConvertible, Sendable {
     }
 
     /// What went wrong.
-    public let kind: Kind
+    let kind: Kind
     /// What happened, for logs and error messages.
-    public let reason: String
+    let reason: String
 
     init(_ kind: Kind, _ reason: String) {
         self.kind = kind
         self.reason = reason
     }
 
-    public var description: String { reason }
+    var description: String { reason }
 }
 
-/// An open connection with a ``BlobResponseHandler`` at the end of its pipeline.
+/// An open connection with a ``RegistryReadHandler`` at the end of its pipeline.
 struct PooledConnection: Sendable {
     let channel: any Channel
     /// The handler, kept rather than looked up in the pipeline for every request.
-    let handler: NIOLoopBound<BlobResponseHandler>
+    let handler: NIOLoopBound<RegistryReadHandler>
 
     /// Sends from any thread; the future completes on the connection's event loop.
     func start<Response: Sendable>(
-        _ head: BlobResponseHandler.Request,
-        waiter: @escaping @Sendable (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
+        _ head: HTTPRequestHead,
+        waiter: @escaping @Sendable (any EventLoop) -> (RegistryReadHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         // Usually the caller already runs on the connection's event loop (the pool prefers such a
         // connection): then the request goes out now instead of as one more job on the loop.
@@ -349,12 +305,12 @@ struct PooledConnection: Sendable {
 
     /// Hands the request to the connection's handler; on its event loop only.
     private func send<Response: Sendable>(
-        _ head: BlobResponseHandler.Request,
-        waiter: (any EventLoop) -> (BlobResponseHandler.Waiter, EventLoopFuture<Response>)
+        _ head: HTTPRequestHead,
+        waiter: (any EventLoop) -> (RegistryReadHandler.Waiter, EventLoopFuture<Response>)
     ) -> EventLoopFuture<Response> {
         let (waiting, response) = waiter(channel.eventLoop)
         guard handler.value.send(head, connection: self, for: waiting) else {
-            waiting.fail(BlobFetchError(.closedBeforeResponse, "the connection is gone"))
+            waiting.fail(RegistryReadError(.closedBeforeResponse, "the connection is gone"))
             return response
         }
         return response

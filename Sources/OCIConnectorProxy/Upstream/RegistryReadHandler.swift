@@ -1,21 +1,21 @@
-package import NIOCore
-package import NIOHTTP1
+import NIOCore
+import NIOHTTP1
 
-/// The last handler of a ``BlobFetcher`` connection: sends one request at a time, hands the body
-/// to an async sequence (or, for callers on the event loop, to a ``BlobBodySink``), and reads
+/// The last handler of a ``RegistryReader`` connection: sends one request at a time, hands the body
+/// to an async sequence (or, for callers on the event loop, to a ``BodySink``), and reads
 /// from the socket only while the consumer wants more.
 ///
 /// Runs on its channel's event loop. Each request gets a new generation number, so that what
 /// the consumer of an earlier body does late (drop it, ask for more) cannot touch the next
 /// request on the same connection.
-final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class RegistryReadHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
     /// Tells the handler when the body's consumer wants more, or has gone.
     struct Demand: NIOAsyncSequenceProducerDelegate {
-        let handler: NIOLoopBound<BlobResponseHandler>
+        let handler: NIOLoopBound<RegistryReadHandler>
         let generation: Int
 
         func produceMore() {
@@ -35,39 +35,28 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Who waits for the response head, and so how the body is handed on.
     enum Waiter {
-        case sequence(EventLoopPromise<BlobResponse>)
+        case sequence(EventLoopPromise<RegistryReadResponse>)
         case relay(EventLoopPromise<RelayedResponse>)
-        /// A `HEAD` written as bytes, its answer's head taken by the ``RawHeadTap``; called on
-        /// the connection's event loop.
-        case rawHead((Result<RawResponseHead, BlobFetchError>) -> Void)
 
-        func fail(_ error: BlobFetchError) {
+        func fail(_ error: RegistryReadError) {
             switch self {
             case .sequence(let promise): promise.fail(error)
             case .relay(let promise): promise.fail(error)
-            case .rawHead(let answered): answered(.failure(error))
             }
         }
-    }
-
-    /// What is sent: a request head for NIO's encoder, or a bodiless request already in bytes
-    /// whose answer's body, up to `bodyLimit` bytes, is taken with its head (0 for a `HEAD`).
-    enum Request: Sendable {
-        case head(HTTPRequestHead)
-        case raw(ByteBuffer, bodyLimit: Int)
     }
 
     private enum State {
         case idle
         case awaitingHead(Waiter, PooledConnection)
-        case streaming(BlobBody.Producer.Source, PooledConnection, keepAlive: Bool)
+        case streaming(RegistryReadBody.Producer.Source, PooledConnection, keepAlive: Bool)
         case relaying(Relay, PooledConnection, keepAlive: Bool)
         case closed
     }
 
     /// A body handed to a sink; what arrives before the sink does waits here (reading paused).
     private final class Relay {
-        var sink: (any BlobBodySink)?
+        var sink: (any BodySink)?
         var waiting = CircularBuffer<ByteBuffer>()
         var ended = false
     }
@@ -85,7 +74,6 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A read the channel asked for while paused.
     private var heldRead = false
     private var context: ChannelHandlerContext?
-    private var tap: RawHeadTap?
     private var lastRead = NIODeadline.now()
     private var timer: Scheduled<Void>?
     /// Closes the connection when it has sat in the pool for the idle timeout. It stays armed
@@ -105,34 +93,21 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        tap = try? context.pipeline.syncOperations.handler(type: RawHeadTap.self)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
-        tap = nil
     }
 
     /// Sends a request on this (idle) connection for `waiter`, which learns of the response head.
     /// Returns `false`, sending nothing, when the connection cannot take a request.
-    func send(_ request: Request, connection: PooledConnection, for waiter: Waiter) -> Bool {
+    func send(_ head: HTTPRequestHead, connection: PooledConnection, for waiter: Waiter) -> Bool {
         guard case .idle = state, let context, context.channel.isActive else { return false }
         generation += 1
         paused = false
         state = .awaitingHead(waiter, connection)
-        switch request {
-        case .head(let head):
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-        case .raw(let bytes, let bodyLimit):
-            guard let tap else {
-                state = .idle
-                return false
-            }
-            tap.send(bytes, bodyLimit: bodyLimit, generation: generation) { [self] arrival, generation in
-                rawHeadArrived(arrival, generation)
-            }
-        }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         lastRead = .now()
         armTimer(context)
         resumeReading(context)
@@ -153,12 +128,12 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
         case (.head(let head), .awaitingHead(.sequence(let promise), let connection)):
             guard head.status.code >= 200 else { return }  // 1xx: the real response follows.
-            let sequence = BlobBody.Producer.makeSequence(
+            let sequence = RegistryReadBody.Producer.makeSequence(
                 backPressureStrategy: .init(lowWatermark: max(1, bufferedReads / 2), highWatermark: bufferedReads),
                 finishOnDeinit: false,
                 delegate: Demand(handler: NIOLoopBound(self, eventLoop: context.eventLoop), generation: generation))
             state = .streaming(sequence.source, connection, keepAlive: head.isKeepAlive)
-            promise.succeed(BlobResponse(head: head, body: BlobBody(producer: sequence.sequence)))
+            promise.succeed(RegistryReadResponse(head: head, body: RegistryReadBody(producer: sequence.sequence)))
 
         case (.body(let buffer), .streaming(let source, _, _)):
             largestRead = max(largestRead, buffer.readableBytes)
@@ -192,34 +167,18 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (_, .closed):
             break
         default:
-            fail(BlobFetchError(.truncated, "the upstream sent a response part out of order"))
-            close(context)
-        }
-    }
-
-    /// The answer to a `HEAD` sent as bytes: the connection is idle again unless the answer
-    /// ends it.
-    private func rawHeadArrived(_ arrival: RawHeadTap.Arrival, _ generation: Int) {
-        guard generation == self.generation, case .awaitingHead(.rawHead(let answered), let connection) = state, let context else { return }
-        lastRead = .now()
-        switch arrival {
-        case .head(let response, let reusable):
-            let keepAlive = reusable && response.bytes.withUnsafeReadableBytes { response.head.keepsAlive(in: $0) }
-            complete(connection, keepAlive: keepAlive, context: context)
-            answered(.success(response))
-        case .malformed:
-            fail(BlobFetchError(.truncated, "the upstream sent a response head that could not be read"))
+            fail(RegistryReadError(.truncated, "the upstream sent a response part out of order"))
             close(context)
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(BlobFetchError(phase == .body ? .truncated : .closedBeforeResponse, "the upstream connection failed: \(error)"))
+        fail(RegistryReadError(phase == .body ? .truncated : .closedBeforeResponse, "the upstream connection failed: \(error)"))
         close(context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(BlobFetchError(phase == .body ? .truncated : .closedBeforeResponse, "the upstream closed the connection"))
+        fail(RegistryReadError(phase == .body ? .truncated : .closedBeforeResponse, "the upstream closed the connection"))
         state = .closed
         timer?.cancel()
         idleTimer?.cancel()
@@ -260,11 +219,11 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Gives the body to `sink`: first what waited for it, then the rest as it arrives.
-    fileprivate func relay(to sink: any BlobBodySink, _ generation: Int) {
+    fileprivate func relay(to sink: any BodySink, _ generation: Int) {
         guard generation == self.generation else { return }
         guard case .relaying(let relay, let connection, let keepAlive) = state, relay.sink == nil, let context else {
             if case .closed = state {
-                sink.bodyEnded(BlobFetchError(.truncated, "the upstream connection closed before the body ended"))
+                sink.bodyEnded(RegistryReadError(.truncated, "the upstream connection closed before the body ended"))
             }
             return
         }
@@ -315,10 +274,9 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
-    private func fail(_ error: BlobFetchError) {
+    private func fail(_ error: RegistryReadError) {
         switch state {
         case .awaitingHead(let waiter, _):
-            tap?.cancel()
             waiter.fail(error)
         case .streaming(let source, _, _): source.finish(error)
         case .relaying(let relay, _, _):
@@ -363,7 +321,7 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
             timer = nil
             guard let context = self.context, phase != .none, !paused else { return }
             if NIODeadline.now() >= lastRead + readTimeout {
-                let error = BlobFetchError(.timedOut, "the upstream sent nothing for \(readTimeout.nanoseconds / 1_000_000_000) s")
+                let error = RegistryReadError(.timedOut, "the upstream sent nothing for \(readTimeout.nanoseconds / 1_000_000_000) s")
                 fail(error)
                 close(context)
             } else {
@@ -374,39 +332,39 @@ final class BlobResponseHandler: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 /// Takes a relayed body's buffers on the connection's event loop, as they are read.
-package protocol BlobBodySink: AnyObject {
+protocol BodySink: AnyObject {
     /// One more buffer of the body. Returns whether the sink wants more now; after `false`,
     /// reading stops (buffers of the current read may still come) until ``RelayedBody/resume()``.
     func bodyPart(_ buffer: ByteBuffer) -> Bool
     /// The body ended: completely when `error` is `nil`, cut short otherwise.
-    func bodyEnded(_ error: BlobFetchError?)
+    func bodyEnded(_ error: RegistryReadError?)
 }
 
-/// A response whose body goes to a ``BlobBodySink`` instead of an async sequence.
-package struct RelayedResponse: Sendable {
+/// A response whose body goes to a ``BodySink`` instead of an async sequence.
+struct RelayedResponse: Sendable {
     /// The status line and headers.
-    package let head: HTTPResponseHead
+    let head: HTTPResponseHead
     /// The body, not read beyond what already arrived until it is given a sink.
-    package let body: RelayedBody
+    let body: RelayedBody
 }
 
 /// The body of a ``RelayedResponse``; used on its connection's event loop only.
-package struct RelayedBody: Sendable {
-    let handler: NIOLoopBound<BlobResponseHandler>
+struct RelayedBody: Sendable {
+    let handler: NIOLoopBound<RegistryReadHandler>
     let generation: Int
 
     /// Hands the body to `sink`; it must be given one, or be dropped.
-    package func relay(to sink: any BlobBodySink) {
+    func relay(to sink: any BodySink) {
         handler.value.relay(to: sink, generation)
     }
 
     /// The sink wants more after it said it had enough.
-    package func resume() {
+    func resume() {
         handler.value.produceMore(generation)
     }
 
     /// Drops the rest of the body, which closes its connection unless all of it had arrived.
-    package func drop() {
+    func drop() {
         handler.value.consumerGone(generation)
     }
 }

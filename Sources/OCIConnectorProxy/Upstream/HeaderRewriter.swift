@@ -1,4 +1,3 @@
-import OCIBlobForwarder
 public import OCIReference
 
 /// Rewrites what the upstream says about locations so the client keeps talking to the proxy.
@@ -69,18 +68,34 @@ public struct HeaderRewriter: Sendable {
     ]
 
     /// Whether `name` is one of ``hopByHop``, in any case. Unlike a look-up of its lowercased
-    /// form, this allocates nothing: it runs for every header of every relayed message. The
-    /// relay of `HEAD`s as bytes uses the same test.
+    /// form, this allocates nothing: it runs for every header of every relayed message. Its
+    /// length picks the one or two names it is compared with.
     public static func isHopByHop(_ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { HTTPHead.isHopByHop(name: UnsafeRawBufferPointer($0)) }
+        switch name.utf8.count {
+        case 2: name.equalsIgnoringASCIICase("te")
+        case 4: name.equalsIgnoringASCIICase("host")
+        case 7: name.equalsIgnoringASCIICase("trailer") || name.equalsIgnoringASCIICase("upgrade")
+        case 10: name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
+        case 13: name.equalsIgnoringASCIICase("authorization")
+        case 14: name.equalsIgnoringASCIICase("content-length")
+        case 16: name.equalsIgnoringASCIICase("proxy-connection")
+        case 17: name.equalsIgnoringASCIICase("transfer-encoding")
+        case 18: name.equalsIgnoringASCIICase("proxy-authenticate")
+        case 19: name.equalsIgnoringASCIICase("proxy-authorization")
+        default: false
+        }
     }
 
     /// Whether an upstream response header named `name` is withheld from the client: a
-    /// hop-by-hop one, a challenge or a cookie. Allocates nothing, like ``isHopByHop(_:)``.
+    /// hop-by-hop one, a challenge (the client authenticates to the proxy, not to the upstream)
+    /// or a cookie (it belongs to the proxy's session with the upstream). Allocates nothing,
+    /// like ``isHopByHop(_:)``.
     public static func isWithheldFromClient(_ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { HTTPHead.isWithheldFromClient(name: UnsafeRawBufferPointer($0)) }
+        switch name.utf8.count {
+        case 10: name.equalsIgnoringASCIICase("set-cookie") || isHopByHop(name)
+        case 16: name.equalsIgnoringASCIICase("www-authenticate") || isHopByHop(name)
+        default: isHopByHop(name)
+        }
     }
 }
 

@@ -1,22 +1,20 @@
 import NIOSSL
-import OCIBlobForwarder
 import OCIReference
 import Synchronization
 
-/// Blob fetchers for the origins an upstream redirects blob reads to (object storage: S3,
-/// GCS, a CDN), one per origin, so those reads are relayed on the event loop like the
-/// upstream's own instead of through the responder's general HTTP client (about four times
-/// the CPU per GiB; Performance.md).
+/// Readers for the origins an upstream redirects blob reads to (object storage: S3, GCS, a CDN),
+/// one per origin, so those reads are relayed on the event loop like the upstream's own (a
+/// general HTTP client cost about four times the CPU per GiB; Performance.md).
 ///
 /// Requests to these origins never carry the connector's credentials: the signed URL is the
 /// authorization. An upstream sends its blobs to a handful of origins; past ``maximumOrigins``
-/// a redirect goes to the responder.
+/// a redirect is answered 502.
 final class StorageFetchers: Sendable {
     /// Distinct origins kept per registry (shared by the connectors that lead to it).
     static let maximumOrigins = 8
 
     private let tls: SharedTLSContext
-    private let fetchers = Mutex<[String: BlobFetcher]>([:])
+    private let fetchers = Mutex<[String: RegistryReader]>([:])
 
     /// Fetchers speaking TLS to `https` origins with the registry's own context (`tls`), so they
     /// trust what its upstream connections trust (for an https registry, that context is built
@@ -30,10 +28,10 @@ final class StorageFetchers: Sendable {
     /// origins already, or no TLS context to be had).
     ///
     /// Each origin's idle connections, all of which carried blobs, keep up to 8 receive buffers
-    /// of up to 1 MiB (``BlobFetcher/Configuration/idleConnectionsWithLargeBuffers``).
-    func fetcher(for location: String) -> (fetcher: BlobFetcher, target: String)? {
+    /// of up to 1 MiB (``RegistryReader/Configuration/idleConnectionsWithLargeBuffers``).
+    func fetcher(for location: String) -> (fetcher: RegistryReader, target: String)? {
         guard let target = StorageLocation(location) else { return nil }
-        return fetchers.withLock { fetchers -> (BlobFetcher, String)? in
+        return fetchers.withLock { fetchers -> (RegistryReader, String)? in
             if let fetcher = fetchers[target.origin] { return (fetcher, target.pathAndQuery) }
             guard fetchers.count < Self.maximumOrigins else { return nil }
             var context: NIOSSLContext?
@@ -41,7 +39,7 @@ final class StorageFetchers: Sendable {
                 guard let built = try? tls.context() else { return nil }
                 context = built
             }
-            let fetcher = BlobFetcher(host: target.host, port: target.port, hostHeader: target.authority,
+            let fetcher = RegistryReader(host: target.host, port: target.port, hostHeader: target.authority,
                                       sslContext: context, configuration: .init(idleConnections: 8))
             fetchers[target.origin] = fetcher
             return (fetcher, target.pathAndQuery)
@@ -56,7 +54,7 @@ final class StorageFetchers: Sendable {
     }
 }
 
-/// An absolute `http` or `https` URL taken apart for a ``BlobFetcher``.
+/// An absolute `http` or `https` URL taken apart for a ``RegistryReader``.
 struct StorageLocation: Equatable {
     let isSecure: Bool
     /// `host[:port]` as the URL writes it: the `Host` header.
@@ -81,9 +79,8 @@ struct StorageLocation: Equatable {
         if let fragment = target.firstIndex(of: "#") { target = String(target[..<fragment]) }
         if !target.hasPrefix("/") { target = "/" + target }
         // What goes on the request line as it is: printable ASCII only (a signed URL is already
-        // percent-encoded). Anything else is the responder's, whose client encodes it.
-        guard !authority.isEmpty, !authority.contains("@"),
-              target.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else { return nil }
+        // percent-encoded). Anything else is not followed.
+        guard !authority.isEmpty, !authority.contains("@"), Self.isRequestTarget(target) else { return nil }
         var host = Substring(authority)
         var port = secure ? 443 : 80
         if authority.hasPrefix("[") {
@@ -107,6 +104,12 @@ struct StorageLocation: Equatable {
         self.host = String(host)
         self.port = port
         self.pathAndQuery = target
+    }
+
+    /// Whether `target` can go on a request line as it is: an absolute path of printable ASCII
+    /// (a signed URL is already percent-encoded).
+    static func isRequestTarget(_ target: String) -> Bool {
+        target.hasPrefix("/") && target.utf8.allSatisfy { (0x21...0x7E).contains($0) }
     }
 
     /// A URL's port: digits only; empty means the scheme's default.

@@ -1,7 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-import HTTPTypes
-import Hummingbird
+import NIOHTTP1
 import NIOCore
 import OCIAuth
 import OCIProxyToken
@@ -70,13 +69,9 @@ enum CatalogFilter {
 
 extension ConnectorProxy {
     /// Answers `GET _catalog` for a token limited to some repositories (``CatalogFilter``).
-    func filteredCatalog(
-        query: String?, connector: ConnectorID, claims: ProxyTokenClaims, host: String, prefix: String, upstream: Upstream,
-        log: RequestLog
-    ) async throws(RegistryErrorResponse) -> Response {
-        let (wanted, start) = try CatalogFilter.pagination(query)
-        let name = connector.description
-        let scopes = ScopeHints.scopes(method: "GET", route: .catalog, mountFrom: nil)
+    func filteredCatalog(_ plan: UpstreamPlan, claims: ProxyTokenClaims) async throws(RegistryErrorResponse) -> ForwardedAnswer {
+        let upstream = plan.upstream
+        let (wanted, start) = try CatalogFilter.pagination(plan.query)
         var names: [String] = []
         var cursor = start
         var more = false
@@ -86,8 +81,8 @@ extension ConnectorProxy {
             guard pages <= CatalogFilter.upstreamPageLimit else {
                 throw upstream.unavailable("its catalog is longer than \(CatalogFilter.upstreamPageLimit) pages of \(CatalogFilter.pageSize)")
             }
-            let (page, hasNext) = try await catalogPage(after: cursor, upstream: upstream, scopes: scopes)
-            for repository in page where claims.allows(connector: name, action: "pull", repository: repository) {
+            let (page, hasNext) = try await catalogPage(after: cursor, upstream: upstream, scopes: plan.scopes)
+            for repository in page where claims.allows(connector: upstream.name, action: "pull", repository: repository) {
                 guard names.count < wanted else {
                     more = true
                     break walk
@@ -101,16 +96,12 @@ extension ConnectorProxy {
                 break
             }
         }
-        let body = CatalogFilter.json(names)
-        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .contentLength: "\(body.readableBytes)"]
-        headers[HTTPField.Name("Docker-Distribution-API-Version")!] = "registry/2.0"
+        var headers: HTTPHeaders = ["Content-Type": "application/json; charset=utf-8", "Docker-Distribution-API-Version": "registry/2.0"]
         if more, let last = names.last {
-            let path = "/v2/" + (prefix.isEmpty ? "" : prefix + "/") + "_catalog"
-            headers[HTTPField.Name("Link")!] = "<http://\(host)\(path)?last=\(CatalogFilter.queryValue(last))&n=\(wanted)>; rel=\"next\""
+            let path = "/v2/" + (plan.prefix.isEmpty ? "" : plan.prefix + "/") + "_catalog"
+            headers.add(name: "Link", value: "<http://\(plan.host)\(path)?last=\(CatalogFilter.queryValue(last))&n=\(wanted)>; rel=\"next\"")
         }
-        log.bytesOut.add(body.readableBytes)
-        log.finish(status: 200)
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
+        return .local(LocalAnswer(status: .ok, headers: headers, body: String(buffer: CatalogFilter.json(names)), detail: nil, log: plan.log))
     }
 
     /// One page of the upstream's catalog after `last`, and whether it has another.

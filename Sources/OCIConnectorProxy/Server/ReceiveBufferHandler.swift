@@ -1,6 +1,5 @@
-import HTTPTypes
-public import NIOCore
-public import NIOHTTPTypes
+import NIOCore
+import NIOHTTP1
 
 /// Lets a client connection read uploads in buffers of up to `maximum` bytes, and keeps one
 /// receive buffer, not four, while no upload streams in.
@@ -14,29 +13,29 @@ public import NIOHTTPTypes
 /// default), at the largest size they grew to: a connection that carried a push held about 1 MiB
 /// until the client closed it, idle or not. While a request body streams in, the connection
 /// reads four times per wake-up (one read per wake-up costs a fifth more CPU per pushed GiB);
-/// otherwise once, which keeps one buffer. Installed by ``ConnectorProxy/http1Server``.
-public final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
-    public typealias InboundIn = HTTPRequestPart
-    public typealias InboundOut = HTTPRequestPart
+/// otherwise once, which keeps one buffer.
+final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
 
     /// The largest buffer one read may fill.
-    public let maximum: Int
+    let maximum: Int
 
     /// Reads per wake-up (and receive buffers kept) while a request body streams in: NIO's default.
     static let readsWhileUploading: UInt = 4
 
     /// A handler that allows reads of up to `maximum` bytes (256 KiB by default).
-    public init(maximum: Int = 256 * 1024) {
+    init(maximum: Int = 256 * 1024) {
         self.maximum = maximum
     }
 
-    public func handlerAdded(context: ChannelHandlerContext) {
+    func handlerAdded(context: ChannelHandlerContext) {
         let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 16 * 1024, maximum: maximum)
         context.channel.setOption(ChannelOptions.recvAllocator, value: allocator).whenComplete { _ in }
         context.channel.setOption(ChannelOptions.maxMessagesPerRead, value: 1).whenComplete { _ in }
     }
 
-    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request) where Self.hasBody(request):
             Self.setReadsPerWakeUp(Self.readsWhileUploading, context: context)
@@ -49,9 +48,9 @@ public final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannel
         context.fireChannelRead(data)
     }
 
-    private static func hasBody(_ request: HTTPRequest) -> Bool {
-        request.headerFields[.transferEncoding] != nil
-            || (request.headerFields[.contentLength].flatMap(Int.init) ?? 0) > 0
+    private static func hasBody(_ request: HTTPRequestHead) -> Bool {
+        request.headers.contains(name: "Transfer-Encoding")
+            || (request.headers.first(name: "Content-Length").flatMap { Int($0) } ?? 0) > 0
     }
 
     private static func setReadsPerWakeUp(_ reads: UInt, context: ChannelHandlerContext) {

@@ -3,14 +3,14 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
-@testable import OCIBlobForwarder
+@testable import OCIConnectorProxy
 import OCITestSupport
 import Testing
 
-/// ``BlobFetcher`` against a real registry: whole bodies, bounded reads, connection reuse, and
+/// ``RegistryReader`` against a real registry: whole bodies, bounded reads, connection reuse, and
 /// failures that must surface as errors rather than as short bodies.
-@Suite("Blob fetcher")
-struct BlobFetcherTests {
+@Suite("Registry reader")
+struct RegistryReaderTests {
     /// A registry holding one image whose layer is `layerSize` bytes.
     static func seeded(layerSize: Int, tls: Bool = false) async throws -> (TestRegistry, TestImage, String) {
         let registry = tls ? try await TestRegistry.start(.anonymous, tls: true) : try await SharedRegistries.shared.anonymous()
@@ -20,21 +20,12 @@ struct BlobFetcherTests {
         return (registry, image, "/v2/\(repository)/blobs/\(sha256Digest(image.layer))")
     }
 
-    static func fetcher(_ registry: TestRegistry, _ configuration: BlobFetcher.Configuration = .init()) throws -> BlobFetcher {
-        try BlobFetcher(host: "127.0.0.1", port: registry.port, hostHeader: registry.host, configuration: configuration)
-    }
-
-    /// Sends a request written as bytes with `startRawHead`, from `eventLoop`, and waits for its answer.
-    static func raw(
-        _ request: ByteBuffer, _ fetcher: BlobFetcher, on eventLoop: any EventLoop, bodyLimit: Int = 0
-    ) async throws -> RawResponseHead {
-        let promise = eventLoop.makePromise(of: RawResponseHead.self)
-        eventLoop.execute { fetcher.startRawHead(request, on: eventLoop, bodyLimit: bodyLimit) { promise.completeWith($0) } }
-        return try await promise.futureResult.get()
+    static func fetcher(_ registry: TestRegistry, _ configuration: RegistryReader.Configuration = .init()) throws -> RegistryReader {
+        try RegistryReader(host: "127.0.0.1", port: registry.port, hostHeader: registry.host, configuration: configuration)
     }
 
     /// Reads a body to its end: the bytes, and the largest buffer seen.
-    static func read(_ body: BlobBody) async throws -> (Data, Int) {
+    static func read(_ body: RegistryReadBody) async throws -> (Data, Int) {
         var data = Data()
         var largest = 0
         for try await buffer in body {
@@ -92,41 +83,6 @@ struct BlobFetcherTests {
         #expect(fetcher.connectionsOpened == 1)
     }
 
-    /// `HEAD`s written as bytes, between reads through the HTTP/1 codec on the same connection,
-    /// in plain text and over TLS: each answer is the registry's head, and the codec is where it
-    /// was after them.
-    @Test(arguments: [false, true])
-    func rawHeadsShareConnectionsWithCodecReads(tls: Bool) async throws {
-        let (registry, image, path) = try await Self.seeded(layerSize: 50_000, tls: tls)
-        defer { if tls { registry.stop() } }
-        var configuration = BlobFetcher.Configuration()
-        if tls {
-            var trusted = TLSConfiguration.makeClientConfiguration()
-            trusted.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMBytes(Array(try #require(registry.certificatePEM).utf8)))]
-            configuration.tls = trusted
-        }
-        let fetcher = try Self.fetcher(registry, configuration)
-        defer { Task { await fetcher.shutdown() } }
-        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
-        func rawHead(_ target: String) async throws -> (Int, String) {
-            let request = ByteBuffer(string: "HEAD \(target) HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\nUser-Agent: test\r\n\r\n")
-            let answer = try await Self.raw(request, fetcher, on: eventLoop)
-            return (answer.status, String(buffer: answer.bytes))
-        }
-        for _ in 0..<3 {
-            let (status, head) = try await rawHead(path)
-            #expect(status == 200)
-            #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.hasSuffix("\r\n\r\n"), "\(head)")
-            #expect(head.contains("Content-Length: \(image.layer.count)\r\n"), "\(head)")
-            let (data, _) = try await Self.read(try await fetcher.get(path, headers: [:]).body)
-            #expect(data == image.layer)
-        }
-        let (missing, _) = try await rawHead(path.replacingOccurrences(of: "sha256:", with: "sha256:0"))
-        #expect(missing == 400 || missing == 404)
-        #expect(fetcher.connectionsOpened == 1)
-        #expect(fetcher.idleConnections == 1)
-    }
-
     @Test func rangeRequestsPassThrough() async throws {
         let (registry, image, path) = try await Self.seeded(layerSize: 100_000)
         let fetcher = try Self.fetcher(registry)
@@ -177,7 +133,7 @@ struct BlobFetcherTests {
 
         // Six at once (each body is unread while the next request starts, so each needs its own
         // connection; more than four reads ahead are never buffered, so none can end early).
-        var responses: [BlobResponse] = []
+        var responses: [RegistryReadResponse] = []
         for _ in 0..<6 { responses.append(try await fetcher.get(path, headers: [:])) }
         var largeOnes = 0
         for response in responses {
@@ -235,7 +191,7 @@ struct BlobFetcherTests {
         let untrusting = try Self.fetcher(registry, .init(tls: .makeClientConfiguration()))
         defer { Task { await untrusting.shutdown() } }
         await #expect { try await untrusting.get(path, headers: [:]) } throws: { error in
-            (error as? BlobFetchError)?.kind == .closedBeforeResponse
+            (error as? RegistryReadError)?.kind == .closedBeforeResponse
         }
     }
 
@@ -245,11 +201,11 @@ struct BlobFetcherTests {
             .bind(host: "127.0.0.1", port: 0).get()
         defer { silent.close(promise: nil) }
         let port = try #require(silent.localAddress?.port)
-        let fetcher = try BlobFetcher(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)",
+        let fetcher = try RegistryReader(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)",
                                       configuration: .init(readTimeout: .milliseconds(300)))
         defer { Task { await fetcher.shutdown() } }
         await #expect { try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:]) } throws: { error in
-            (error as? BlobFetchError)?.kind == .timedOut
+            (error as? RegistryReadError)?.kind == .timedOut
         }
     }
 
@@ -258,18 +214,18 @@ struct BlobFetcherTests {
             .bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(closed.localAddress?.port)
         try await closed.close()
-        let fetcher = try BlobFetcher(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)")
+        let fetcher = try RegistryReader(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)")
         await #expect { try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:]) } throws: { error in
-            (error as? BlobFetchError)?.kind == .unreachable && "\(error)".contains("127.0.0.1:\(port)")
+            (error as? RegistryReadError)?.kind == .unreachable && "\(error)".contains("127.0.0.1:\(port)")
         }
     }
 }
 
-extension BlobFetcherTests {
+extension RegistryReaderTests {
     @Test func aRequestOnAConnectionTheUpstreamDroppedIsSentAgain() async throws {
         let upstream = try await ScriptedUpstream.start(.closeOnSecondRequest)
         defer { upstream.close() }
-        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
+        let fetcher = try RegistryReader(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
         defer { Task { await fetcher.shutdown() } }
         for _ in 0..<2 {
             let response = try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:])
@@ -279,58 +235,15 @@ extension BlobFetcherTests {
         #expect(fetcher.connectionsOpened == 2)
     }
 
-    /// The same for a `HEAD` written as bytes: its answer comes from a second connection, and
-    /// the connection that answered first is reused by the next.
-    @Test func aRawHeadOnAConnectionTheUpstreamDroppedIsSentAgain() async throws {
-        let upstream = try await ScriptedUpstream.start(.closeOnSecondRequest)
-        defer { upstream.close() }
-        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
-        defer { Task { await fetcher.shutdown() } }
-        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
-        let request = ByteBuffer(string: "HEAD /v2/a/manifests/v1 HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\n\r\n")
-        for _ in 0..<2 {
-            let answer = try await Self.raw(request, fetcher, on: eventLoop)
-            #expect(answer.status == 200)
-            #expect(String(buffer: answer.bytes).contains("Content-Length: 2\r\n"))
-        }
-        #expect(fetcher.connectionsOpened == 2)
-        #expect(fetcher.idleConnections == 1)
-    }
-
-    /// A `GET` written as bytes takes its answer's body whole, when it arrives after the head
-    /// and in pieces; one longer than the limit is not taken, and its connection is not reused.
-    @Test func aRawGetTakesABodyThatArrivesInPieces() async throws {
-        let upstream = try await ScriptedUpstream.start(.splitBody)
-        defer { upstream.close() }
-        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
-        defer { Task { await fetcher.shutdown() } }
-        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
-        let request = ByteBuffer(string: "GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: \(fetcher.hostHeader)\r\n\r\n")
-        func get(bodyLimit: Int) async throws -> RawResponseHead {
-            try await Self.raw(request, fetcher, on: eventLoop, bodyLimit: bodyLimit)
-        }
-        for _ in 0..<2 {
-            let answer = try await get(bodyLimit: 1024)
-            #expect(answer.status == 200)
-            #expect(answer.body.map { String(buffer: $0) } == ScriptedUpstream.splitBody)
-        }
-        #expect(fetcher.connectionsOpened == 1)
-        let tooLong = try await get(bodyLimit: ScriptedUpstream.splitBody.utf8.count - 1)
-        #expect(tooLong.status == 200 && tooLong.body == nil)
-        try await waitUntil { fetcher.idleConnections == 0 }
-        #expect(try await get(bodyLimit: 1024).body.map { String(buffer: $0) } == ScriptedUpstream.splitBody)
-        #expect(fetcher.connectionsOpened == 2)
-    }
-
     @Test func aShortBodyIsAnErrorNotAnEnd() async throws {
         let upstream = try await ScriptedUpstream.start(.truncate)
         defer { upstream.close() }
-        let fetcher = try BlobFetcher(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
+        let fetcher = try RegistryReader(host: "127.0.0.1", port: upstream.port, hostHeader: "127.0.0.1:\(upstream.port)")
         defer { Task { await fetcher.shutdown() } }
         let response = try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:])
         #expect(response.head.status == .ok)
         await #expect { _ = try await Self.read(response.body) } throws: { error in
-            (error as? BlobFetchError)?.kind == .truncated
+            (error as? RegistryReadError)?.kind == .truncated
         }
     }
 }

@@ -2,11 +2,11 @@ import Foundation
 import OCITestSupport
 import Testing
 
-/// Manifest and blob `HEAD`s relayed as bytes in front of the proxy's HTTP/1 parser: the client
-/// gets the registry's head as it came (less what is the connection's), and the requests around
-/// them are answered as before, in order.
-@Suite("oci-connector-proxy HEAD relayed as bytes", .serialized)
-struct RawHeadRelayTests {
+/// Reads answered as the registry answers them: the client gets the registry's head as it came
+/// (less what is the connection's), in its order, and the requests around them are answered in
+/// order on one connection.
+@Suite("oci-connector-proxy reads, as the registry answers them", .serialized)
+struct ReadParityTests {
     static let accept = ["Accept": TestImage.manifestMediaType]
 
     @Test(arguments: ProxyEndToEndTests.Upstream.allCases)
@@ -17,8 +17,7 @@ struct RawHeadRelayTests {
         let image = try ProxyEndToEndTests.seed(registry, kind, issuer, repository: repository)
         let token = try proxy.token()
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(repository)"
-        // The first read of a scope may wait for the upstream's token behind this relay; the
-        // ones after it are relayed here.
+        // The first read of a scope waits for the upstream's token; the ones after it have it at hand.
         for _ in 0..<3 {
             for reference in ["v1", image.manifestDigest] {
                 let head = try Curl.request("HEAD", "\(base)/manifests/\(reference)", headers: Self.accept, token: token)
@@ -34,15 +33,14 @@ struct RawHeadRelayTests {
             #expect(missing.status == 404)
         }
         if kind == .anonymous {
-            // The registry's header lines in its order, `Content-Length` where it put it (the
-            // responder's answer puts it last).
+            // The registry's header lines in its order, `Content-Length` where it put it.
             let direct = try Curl.request("HEAD", "\(registry.url)/v2/\(repository)/manifests/v1", headers: Self.accept)
             let relayed = try Curl.request("HEAD", "\(base)/manifests/v1", headers: Self.accept, token: token)
             let names = { (response: Curl.Response) in response.headers.map(\.0).filter { $0.lowercased() != "date" } }
             #expect(names(relayed) == names(direct), "\(relayed.headers) against \(direct.headers)")
         }
 
-        // Tokens that do not allow the read are refused as before, by the responder.
+        // Tokens that do not allow the read are refused before anything goes upstream.
         #expect(try Curl.request("HEAD", "\(base)/manifests/v1", token: proxy.token(repository: "raw-other/app")).status == 403)
         #expect(try Curl.request("HEAD", "\(base)/manifests/v1").status == 401)
         #expect(try Curl.request("HEAD", "\(base)/manifests/v1", token: proxy.token(actions: "push")).status == 403)
@@ -54,8 +52,8 @@ struct RawHeadRelayTests {
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
-    /// Manifest `GET`s relayed as bytes: the registry's head and body as they came, from each
-    /// kind of upstream; a manifest longer than the relay holds, and errors, as before.
+    /// Manifest `GET`s: the registry's head and body as they came, from each kind of upstream;
+    /// a large manifest, and errors.
     @Test(arguments: ProxyEndToEndTests.Upstream.allCases)
     func manifestGetsCarryTheRegistrysAnswer(_ kind: ProxyEndToEndTests.Upstream) async throws {
         let (proxy, registry, issuer) = try await ProxyEndToEndTests.proxy(for: kind)
@@ -78,14 +76,14 @@ struct RawHeadRelayTests {
             #expect(String(decoding: missing.body, as: UTF8.self).contains("MANIFEST_UNKNOWN"), "\(String(decoding: missing.body, as: UTF8.self))")
         }
         if kind == .anonymous {
-            // The registry's header lines in its order: relayed as bytes, not by the responder.
+            // The registry's header lines in its order.
             let direct = try Curl.request("GET", "\(registry.url)/v2/\(repository)/manifests/v1", headers: Self.accept)
             let relayed = try Curl.request("GET", "\(base)/manifests/v1", headers: Self.accept, token: token)
             let names = { (response: Curl.Response) in response.headers.map(\.0).filter { $0.lowercased() != "date" } }
             #expect(names(relayed) == names(direct), "\(relayed.headers) against \(direct.headers)")
             #expect(relayed.body == direct.body)
 
-            // Longer than the relay holds: streamed by the read path behind it, whole.
+            // A large manifest: streamed, whole.
             let large = try ProxyEndToEndTests.seed(registry, kind, issuer, repository: "\(repository)-large", annotationBytes: 100_000)
             let get = try Curl.request("GET", "\(base)-large/manifests/v1", headers: Self.accept, token: token)
             #expect(get.status == 200 && get.body == large.manifest, "\(get.status) \(get.body.count) bytes")
@@ -100,9 +98,9 @@ struct RawHeadRelayTests {
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
-    /// `/v2/` and a connector's `/v2/`, answered in front of the HTTP/1 parser when the token
-    /// may ask them: the same answer, field for field, as the one a `Connection` header sends
-    /// through the parser; refusals (no token, another connector's) still come from the responder.
+    /// `/v2/` and a connector's `/v2/`, answered by the proxy when the token may ask them: the
+    /// same answer, field for field, with or without a `Connection` header; refusals for no
+    /// token or another connector's.
     @Test func versionChecksAreAnsweredAsThroughTheParser() async throws {
         let (proxy, _, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
         defer { proxy.stop() }
@@ -133,8 +131,7 @@ struct RawHeadRelayTests {
     }
 
     /// A `HEAD` in two writes, then, back to back on the same connection: the proxy's own
-    /// `/v2/`, a `GET`, a blob `HEAD`, one with a `Connection` header (after which the
-    /// connection's bytes all go to the HTTP/1 parser), and two more reads.
+    /// `/v2/`, a `GET`, a blob `HEAD`, one with a `Connection` header, and two more reads.
     @Test func requestsAroundRelayedHeadsAreAnsweredInOrder() async throws {
         let (proxy, registry, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
         defer { proxy.stop() }
@@ -226,6 +223,27 @@ struct RawHeadRelayTests {
                 self = .number(number)
             } else {
                 self = .text(try container.decode(String.self))
+            }
+        }
+    }
+
+    /// A manifest reference that is neither a tag nor a digest is no route of the registry's: the
+    /// proxy answers it with the registry's status for every method, in the registry's error
+    /// format (the registry's own router answers plain text).
+    @Test func anInvalidManifestReferenceIsAnsweredAsTheRegistryAnswersIt() async throws {
+        let (proxy, registry, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
+        defer { proxy.stop() }
+        let token = try proxy.token(actions: "pull,push,delete")
+        for method in ["GET", "HEAD", "DELETE", "PUT"] {
+            for reference in [".INVALID_MANIFEST_NAME", "-leading-dash", String(repeating: "a", count: 129)] {
+                let direct = try Curl.request(method, "\(registry.url)/v2/parity/app/manifests/\(reference)", headers: Self.accept)
+                let proxied = try Curl.request(
+                    method, "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/parity/app/manifests/\(reference)",
+                    headers: Self.accept, token: token)
+                #expect(proxied.status == direct.status, "\(method) \(reference): \(proxied.status), the registry \(direct.status)")
+                if method != "HEAD" {
+                    #expect(proxied.text.hasPrefix(#"{"errors":[{"code":"MANIFEST_UNKNOWN""#), "\(method) \(reference): \(proxied.text)")
+                }
             }
         }
     }

@@ -1,0 +1,280 @@
+import NIOCore
+import NIOHTTP1
+import OCIAuth
+import OCIProxyToken
+import OCIReference
+
+/// What the proxy does with one request, decided once, from its head, before anything goes
+/// upstream: the route, the client's authorization and the upstream plan, carried with the
+/// request to the one exchange that answers it.
+enum RequestDecision {
+    /// The proxy answers itself: the `/v2/` version check, or a refusal.
+    case answer(LocalAnswer)
+    /// A `GET` or `HEAD` of a manifest, a blob, a tag list or referrers, relayed on the event loop.
+    case read(UpstreamPlan)
+    /// Anything else that goes upstream (uploads, deletes, the catalog), streamed both ways.
+    case forward(UpstreamPlan)
+    /// `GET _catalog` for a token limited to some repositories: the proxy filters it.
+    case filteredCatalog(UpstreamPlan, ProxyTokenClaims)
+}
+
+/// A whole answer of the proxy's own.
+struct LocalAnswer {
+    let status: HTTPResponseStatus
+    let headers: HTTPHeaders
+    let body: String
+    /// The error code logged with it, if it is an error.
+    let detail: String?
+    let log: RequestLog
+
+    /// The version check's answer for a valid token, as registries answer it.
+    static func versionCheck(log: RequestLog) -> LocalAnswer {
+        LocalAnswer(status: .ok, headers: ["Content-Type": "application/json", "Docker-Distribution-API-Version": "registry/2.0"],
+                    body: "{}", detail: nil, log: log)
+    }
+
+    /// A refusal in the registry's error format.
+    init(_ error: RegistryErrorResponse, log: RequestLog) {
+        self.init(status: error.status, headers: error.responseHeaders, body: error.json, detail: error.code, log: log)
+    }
+
+    init(status: HTTPResponseStatus, headers: HTTPHeaders, body: String, detail: String?, log: RequestLog) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.detail = detail
+        self.log = log
+    }
+}
+
+/// Everything an exchange with the upstream needs, computed once.
+struct UpstreamPlan {
+    let method: HTTPMethod
+    let upstream: ConnectorProxy.Upstream
+    let route: RegistryRoute
+    /// The upstream's path and query.
+    let target: String
+    /// The client's headers that go upstream: no hop-by-hop ones, no proxy token, no `Expect`.
+    let headers: HTTPHeaders
+    /// The scopes the upstream's token must hold.
+    let scopes: ScopeSet
+    /// The request's body length, if `Content-Length` gives it.
+    let contentLength: Int?
+    /// Whether the request has a body to stream upstream.
+    let hasBody: Bool
+    /// Whether the client waits for `100 Continue` before it sends the body.
+    let expectsContinue: Bool
+    /// The `Host` the client used, for locations rewritten back to the proxy.
+    let host: String
+    /// The repository prefix the client's paths carry (empty in the host form).
+    let prefix: String
+    /// The query the client sent, for the filtered catalog.
+    let query: String?
+    let log: RequestLog
+}
+
+extension ConnectorProxy {
+    /// Where a request goes: its connector (`nil` for `/v2/` itself), what it asks of the
+    /// registry, and whether the connector is named in the path.
+    struct Destination {
+        let connector: ConnectorID?
+        let route: RegistryRoute
+        /// Whether the connector is named in the path (`/v2/namespaces/NS/connectors/NAME/…`).
+        let inPath: Bool
+
+        /// The repository prefix the client's paths carry: empty in the host form.
+        var prefix: String {
+            inPath ? connector.map(ConnectorProxyAddress.repositoryPrefix(for:)) ?? "" : ""
+        }
+    }
+
+    /// Decides what to do with the request `head`, once: routes it, checks its proxy token
+    /// (`lastVerified` is the connection's last verified token, compared before anything is
+    /// looked up) and plans what goes upstream.
+    func decide(_ head: HTTPRequestHead, lastVerified: inout ClientAuthenticator.LastVerified?) -> RequestDecision {
+        let log = RequestLog(logger: logger, method: head.method.rawValue)
+        do {
+            return try decision(head, log: log, lastVerified: &lastVerified)
+        } catch {
+            return .answer(LocalAnswer(error, log: log))
+        }
+    }
+
+    private func decision(
+        _ head: HTTPRequestHead, log: RequestLog, lastVerified: inout ClientAuthenticator.LastVerified?
+    ) throws(RegistryErrorResponse) -> RequestDecision {
+        guard head.method != .CONNECT else {
+            throw RegistryErrorResponse(
+                .methodNotAllowed, "UNSUPPORTED", "the proxy is a registry, not a forward proxy: CONNECT is not served")
+        }
+        // Which connector, and what is asked of it.
+        let host = head.headers.first(name: "Host") ?? "localhost"
+        let (path, query) = Self.split(head.uri)
+        let destination = try destination(host: host, path: path)
+        let route = destination.route
+        log.connector = destination.connector?.description
+
+        // Who asks: checked before anything goes upstream.
+        let claims = try authenticator.claims(authorization: head.headers.first(name: "Authorization"), last: &lastVerified)
+        let repository: String?
+        if case .repository(let name, let endpoint) = route {
+            repository = name
+            log.repository = name
+            log.endpoint = endpoint.path
+        } else {
+            repository = nil
+            log.endpoint = route == .catalog ? "_catalog" : "/"
+        }
+        guard let connector = destination.connector else {
+            return .answer(.versionCheck(log: log))  // `/v2/`: any valid token may log in.
+        }
+        let action = Self.action(head.method, route)
+        guard claims.allows(connector: connector.description, action: action, repository: repository) else {
+            throw RegistryErrorResponse(
+                .forbidden, "DENIED", "the token does not allow \(action) on \(repository ?? "this connector") through \(connector)")
+        }
+        guard let upstream = upstreams[connector] else {
+            throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connector) is configured")
+        }
+        if route == .base { return .answer(.versionCheck(log: log)) }
+
+        // The upstream request.
+        var upstreamQuery = query.flatMap { $0.isEmpty ? nil : String($0) }
+        var mountFrom: String?
+        if case .repository(_, .uploadStart) = route {
+            (upstreamQuery, mountFrom) = try Self.uploadStart(
+                query: upstreamQuery, contentType: head.headers.first(name: "Content-Type"), prefix: destination.prefix,
+                connector: connector, claims: claims)
+        }
+        let length = head.headers.first(name: "Content-Length").flatMap { Int($0) }
+        var headers = Self.forwardableHeaders(head.headers)
+        let expectsContinue = headers.first(name: "Expect")?.lowercased() == "100-continue"
+        headers.remove(name: "Expect")
+        let plan = UpstreamPlan(
+            method: head.method, upstream: upstream, route: route,
+            target: Self.upstreamPath(route) + (upstreamQuery.map { "?" + $0 } ?? ""), headers: headers,
+            scopes: ScopeHints.scopes(method: head.method.rawValue, route: route, mountFrom: mountFrom),
+            contentLength: length, hasBody: head.headers.contains(name: "Transfer-Encoding") || (length ?? 0) > 0,
+            expectsContinue: expectsContinue, host: host, prefix: destination.inPath ? upstream.pathPrefix : "",
+            query: query.map(String.init), log: log)
+        if route == .catalog, head.method == .GET, claims.repositories != nil { return .filteredCatalog(plan, claims) }
+        return Self.isRead(head.method, route) ? .read(plan) : .forward(plan)
+    }
+
+    /// A request target's path and query (`nil` without a `?`).
+    static func split(_ uri: String) -> (path: Substring, query: Substring?) {
+        guard let mark = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return (uri[...], nil) }
+        return (uri[..<mark], uri[uri.index(after: mark)...])
+    }
+
+    /// The connector and route of `path`, named by the `Host` in the host form or in the path.
+    func destination(host: String, path: Substring) throws(RegistryErrorResponse) -> Destination {
+        do {
+            if let pattern = configuration.hostPattern, let id = pattern.connector(forHost: host) {
+                return Destination(connector: id, route: try RegistryRoute(path: path), inPath: false)
+            }
+            let split = try ConnectorRoute(pathFormPath: path)
+            return Destination(connector: split.connector, route: split.route, inPath: true)
+        } catch {
+            throw Self.routeError(error, path: path)
+        }
+    }
+
+    /// The reads relayed on the event loop: `GET` and `HEAD` of repository content. Upload
+    /// status, the base and the catalog are forwarded.
+    static func isRead(_ method: HTTPMethod, _ route: RegistryRoute) -> Bool {
+        guard method == .GET || method == .HEAD, case .repository(_, let endpoint) = route else { return false }
+        switch endpoint {
+        case .manifest, .blob, .tagList, .referrers: return true
+        case .uploadStart, .upload: return false
+        }
+    }
+
+    /// The path of `route` on the upstream.
+    static func upstreamPath(_ route: RegistryRoute) -> String {
+        switch route {
+        case .base: "/v2/"
+        case .catalog: "/v2/_catalog"
+        case .repository(let name, let endpoint): "/v2/\(name)/\(endpoint.path)"
+        }
+    }
+
+    /// `pull` to read, `delete` to delete manifests and blobs, `push` for everything else.
+    static func action(_ method: HTTPMethod, _ route: RegistryRoute) -> String {
+        switch method {
+        case .GET, .HEAD: return "pull"
+        case .DELETE:
+            if case .repository(_, .upload) = route { return "push" }
+            return "delete"
+        default: return "push"
+        }
+    }
+
+    /// The upstream query of an upload start, and the repository a blob is mounted from, if
+    /// any. The query is read as the registry reads it (``UploadStartQuery``); a mount source
+    /// must be a repository of the same connector (named with its prefix in the path form) that
+    /// the token may pull, as the registry itself requires pull access to it.
+    static func uploadStart(
+        query raw: String?, contentType: String?, prefix: String, connector: ConnectorID, claims: ProxyTokenClaims
+    ) throws(RegistryErrorResponse) -> (query: String?, mountFrom: String?) {
+        // Registries read the fields of a form body as if they were in the query.
+        if let type = contentType?.lowercased(),
+           type.hasPrefix("application/x-www-form-urlencoded") || type.hasPrefix("multipart/form-data") {
+            throw RegistryErrorResponse(
+                .unsupportedMediaType, "UNSUPPORTED", "an upload start cannot carry a form body; send parameters in the query")
+        }
+        guard let raw else { return (nil, nil) }
+        var query = try UploadStartQuery(parsing: raw[...])
+        guard let from = query["from"] else { return (query.encoded, nil) }
+        var source = from
+        if !prefix.isEmpty {
+            guard from.hasPrefix(prefix + "/") else {
+                throw RegistryErrorResponse(
+                    .forbidden, "DENIED", "a blob can only be mounted from another repository of connector \(connector)")
+            }
+            source = String(from.dropFirst(prefix.count + 1))
+        }
+        guard case .repository(source, .tagList)? = try? RegistryRoute(path: "/v2/\(source)/tags/list") else {
+            throw RegistryErrorResponse(.badRequest, "NAME_INVALID", "the repository to mount from is not a valid repository name")
+        }
+        guard claims.allows(connector: connector.description, action: "pull", repository: source) else {
+            throw RegistryErrorResponse(
+                .forbidden, "DENIED", "the token does not allow pull on \(source), the repository to mount from, through \(connector)")
+        }
+        query["from"] = source
+        return (query.encoded, source)
+    }
+
+    /// The client's headers minus hop-by-hop ones (the proxy token among them) and those named
+    /// by `Connection`.
+    static func forwardableHeaders(_ fields: HTTPHeaders) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        // The usual case: no names to lowercase, and room for all but the hop-by-hop ones, made
+        // once (with `Authorization`, added later).
+        headers.reserveCapacity(fields.count)
+        let connection = fields.first(name: "Connection")
+        let named = connection.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }) }
+        for (name, value) in fields where !HeaderRewriter.isHopByHop(name) {
+            if let named, named.contains(name.lowercased()) { continue }
+            headers.add(name: name, value: value)
+        }
+        return headers
+    }
+
+    /// The registry's answer to a path that is not one of its routes, or names something invalid.
+    ///
+    /// A manifest reference that is neither a tag nor a digest is no route of the registry's: it
+    /// answers 404 to any method, and so does the proxy, as `MANIFEST_UNKNOWN` in its error format.
+    static func routeError(_ error: ReferenceError, path: Substring) -> RegistryErrorResponse {
+        switch error.code {
+        case .invalidTag where path.contains("/manifests/"):
+            RegistryErrorResponse(.notFound, "MANIFEST_UNKNOWN", "manifest unknown: \(error.reason)")
+        case .invalidDigest: RegistryErrorResponse(.badRequest, "DIGEST_INVALID", error.reason)
+        case .invalidTag: RegistryErrorResponse(.badRequest, "TAG_INVALID", error.reason)
+        case .invalidUploadID: RegistryErrorResponse(.notFound, "BLOB_UPLOAD_UNKNOWN", error.reason)
+        case .invalidConnector: RegistryErrorResponse(.notFound, "NAME_UNKNOWN", error.reason)
+        case .unknownRoute: RegistryErrorResponse(.notFound, "UNSUPPORTED", error.reason)
+        default: RegistryErrorResponse(.badRequest, "NAME_INVALID", error.reason)
+        }
+    }
+}
