@@ -239,8 +239,9 @@ http {{
         wait_port(port)
         return port, anonymous, process, secure
 
-    def proxy(self, registry_port, anonymous_port, token_port, secure_port):
-        """Starts a proxy for the four registries; returns its port, a workload token and the process."""
+    def proxy(self, registry_port, anonymous_port, token_port, secure_port, binary=None):
+        """Starts a proxy (`binary`, the one measured by default) for the four registries; returns its
+        port, a workload token and the process."""
         keys = os.path.join(self.work, "keys")
         if not os.path.exists(keys):
             subprocess.check_call([self.args.config_bin, "keys", "generate", "--out", keys], stdout=subprocess.DEVNULL)
@@ -266,7 +267,7 @@ kind: Connector
 metadata: {{name: secure, namespace: bench}}
 spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: creds}}}}, tls: {{caFile: {self.work}/registry.crt}}}}
 """)
-        process = self.start([self.args.proxy_bin, "--connectors", connectors, "--listen", "127.0.0.1:0",
+        process = self.start([binary or self.args.proxy_bin, "--connectors", connectors, "--listen", "127.0.0.1:0",
                               "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
         port = int(process.stdout.readline().decode().strip().rsplit(":", 1)[1])
         token = subprocess.check_output(
@@ -390,12 +391,18 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
                             "pids": self.nginx_pids("nginx-tuned"), "host": "127.0.0.1", "port": nginx_tuned[1], "headers": {}},
             "proxy": self.proxy_path(proxy_port, token, proxy),
         }
+        # A second proxy binary (another build, such as the previous release) measured in the same
+        # rounds, back to back with the first: a before/after comparison free of the host's drift.
+        if args.baseline_bin:
+            paths["baseline"] = self.proxy_path(*self.proxy(*self.registries, binary=args.baseline_bin))
 
         secure_paths = {
             "direct": {"base": f"https://127.0.0.1:{secure}", "prefix": "", "auth": basic + ["--cacert", certificate[0]], "pids": []},
             "nginx-tuned": {**paths["nginx-tuned"], "base": f"http://127.0.0.1:{nginx_tuned[3]}"},
             "proxy": {**paths["proxy"], "prefix": "namespaces/bench/connectors/secure/"},
         }
+        if "baseline" in paths:
+            secure_paths["baseline"] = {**paths["baseline"], "prefix": "namespaces/bench/connectors/secure/"}
 
         # Seed: the big blob, and a small image for manifest requests.
         self.push(paths["direct"], "bench/blob", chunked=False)
@@ -437,10 +444,10 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
         # order, in each round, and the rounds' medians are reported: the host's drift over the
         # minutes this takes then falls on all three alike.
         manifest_paths = {name: {**paths[name], "prefix": paths[name].get("latency_prefix", "")}
-                          for name in ["direct", "nginx-tuned", "proxy"]}
+                          for name in ["direct", "nginx-tuned", "proxy", "baseline"] if name in paths}
         # The server alone: nginx and the proxy answer `GET /v2/` themselves (the proxy after
         # checking the token), so the difference to a manifest GET is the upstream leg.
-        local_paths = {name: {**paths[name], "prefix": ""} for name in ["nginx-tuned", "proxy"]}
+        local_paths = {name: {**paths[name], "prefix": ""} for name in ["nginx-tuned", "proxy", "baseline"] if name in paths}
         cells = [(method, connections, f"{method}_{connections}", manifest_paths)
                  for method in ["HEAD", "GET"] for connections in args.connections]
         cells.append(("GET", 8, "local_8", local_paths))
@@ -470,6 +477,9 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
             # Round i of each path was measured back to back with round i of the others.
             ratios = [p["rps"] / n["rps"] for p, n in zip(proxy, nginx)]
             entry = {"rps_proxy_to_nginx": {**spread(ratios), "rounds_at_least_nginx": sum(r >= 1 for r in ratios)}}
+            baseline = measured.get(("baseline", key))
+            if baseline:
+                entry["rps_proxy_to_baseline"] = spread([p["rps"] / b["rps"] for p, b in zip(proxy, baseline)])
             if direct:
                 entry["p50_ms_proxy_over_direct"] = spread([p["p50_ms"] - d["p50_ms"] for p, d in zip(proxy, direct)])
                 entry["p50_ms_nginx_over_direct"] = spread([n["p50_ms"] - d["p50_ms"] for n, d in zip(nginx, direct)])
@@ -486,6 +496,7 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
             "paths": {name: {key: (statistics.median(v) if isinstance(v, list) else v) for key, v in row.items()}
                       for name, row in rows.items()},
             "proxy_memory_mib": self.memory(),
+            **({"baseline_memory_mib": self.memory(args.baseline_bin)} if args.baseline_bin else {}),
             "upstream_token_requests": self.token_requests(paths["proxy"], concurrency=100),
             "paired_by_round": paired,
         }
@@ -497,10 +508,10 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
                 "headers": {"Authorization": "Basic " + base64.b64encode(f"ci:{token}".encode()).decode()},
                 "latency_prefix": "namespaces/bench/connectors/anonymous/"}
 
-    def memory(self):
+    def memory(self, binary=None):
         """A fresh proxy's resident memory: idle, after 1 and 8 blobs pulled one after another, and its
         peak while 8 pulls and 4 pushes run at once."""
-        port, token, process = self.proxy(*self.registries)
+        port, token, process = self.proxy(*self.registries, binary=binary)
         path = self.proxy_path(port, token, process)
         self.curl(*path["auth"], "-o", "/dev/null", f"{path['base']}/v2/")
         idle = rss_kib(process.pid)
@@ -671,7 +682,42 @@ def table(results):
                 if metric in entry:
                     value = entry[metric]
                     parts.append(f"{label} {value['median']:+.2f} ms [{value['min']:+.2f}–{value['max']:+.2f}]")
+            if "rps_proxy_to_baseline" in entry:
+                value = entry["rps_proxy_to_baseline"]
+                parts.append(f"requests/s proxy/baseline {value['median']:.2f}× [{value['min']:.2f}–{value['max']:.2f}]")
             lines.append(f"- {key}{' (target cell)' if key == TARGET_CELL else ''}, {ratio['rounds']} rounds: " + "; ".join(parts))
+    if "baseline" in paths:
+        lines.append("\n" + comparison(results))
+    return "\n".join(lines)
+
+
+def comparison(results):
+    """The measured proxy against the baseline binary, figure by figure: medians of the same rounds."""
+    paths = results["paths"]
+    proxy, baseline = paths["proxy"], paths["baseline"]
+    lines = ["| figure | baseline | proxy | proxy/baseline |", "|---|---:|---:|---:|"]
+
+    def row(label, before, after, fmt="{:.0f}", unit=""):
+        if before is None or after is None:
+            return
+        ratio = f"{after / before:.2f}×" if before else "–"
+        lines.append(f"| {label} | {fmt.format(before)}{unit} | {fmt.format(after)}{unit} | {ratio} |")
+
+    for key, label, fmt in [("pull_1", "blob pull, 1 stream (MB/s)", "{:.0f}"), ("pull_8", "blob pull, 8 streams (MB/s)", "{:.0f}"),
+                            ("push_mono", "blob push, monolithic (MB/s)", "{:.0f}"),
+                            ("push_chunked", "blob push, 64 MiB chunks (MB/s)", "{:.0f}"),
+                            ("cpu_pull", "CPU s per GiB pulled", "{:.2f}"), ("cpu_push", "CPU s per GiB pushed", "{:.2f}"),
+                            ("secure_pull_1", "https pull, 1 stream (MB/s)", "{:.0f}"),
+                            ("cpu_secure_pull", "CPU s per GiB pulled from https", "{:.2f}")]:
+        row(label, baseline.get(key), proxy.get(key), fmt)
+    for key in sorted((k for k in proxy if k.split("_")[0] in ("HEAD", "GET", "local")),
+                      key=lambda k: (k.split("_")[0], int(k.split("_")[1]))):
+        for metric, unit, fmt in [("p50_ms", " ms", "{:.2f}"), ("p99_ms", " ms", "{:.2f}"), ("rps", "", "{:.0f}"),
+                                  ("cpu_us", " µs", "{:.0f}")]:
+            row(f"{key} {METRIC_LABELS.get(metric, metric)}", baseline.get(key, {}).get(metric), proxy.get(key, {}).get(metric), fmt, unit)
+    before, after = results.get("baseline_memory_mib", {}), results["proxy_memory_mib"]
+    for key in ["idle", "after_8x", "peak"]:
+        row(f"RSS {key} (MiB)", before.get(key), after.get(key))
     return "\n".join(lines)
 
 
@@ -686,11 +732,13 @@ def main():
                         help=f"rounds of the {TARGET_CELL} cell (at least 1000 requests each), paired by round")
     parser.add_argument("--proxy-bin", default=".build/release/oci-connector-proxy")
     parser.add_argument("--config-bin", default=".build/release/oci-connector-config")
+    parser.add_argument("--baseline-bin", help="another oci-connector-proxy build to measure in the same rounds (before/after)")
     parser.add_argument("--out", default="Benchmarks/EndToEnd/results.json")
     args = parser.parse_args()
     bench = Bench(args)
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("benchmark took over 15 minutes")))
-    signal.alarm(15 * 60)
+    minutes = 25 if args.baseline_bin else 15
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError(f"benchmark took over {minutes} minutes")))
+    signal.alarm(minutes * 60)
     try:
         results = bench.run()
     finally:
