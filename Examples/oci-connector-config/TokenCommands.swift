@@ -59,13 +59,18 @@ struct TokenCommand: ParsableCommand {
     var subject: String = "workload"
 
     func run() throws {
-        print(try mintToken(
-            connectors: connector, actions: actions, ttl: ttl, repositories: repository, signingKey: signingKey, subject: subject).token)
+        print(
+            try mintToken(
+                connectors: connector, actions: actions, ttl: ttl, repositories: repository, signingKey: signingKey,
+                subject: subject
+            ).token)
     }
 }
 
 /// Mints a token after checking every argument.
-func mintToken(connectors: String, actions: String, ttl: String, repositories: [String], signingKey: String, subject: String) throws -> (token: String, claims: ProxyTokenClaims) {
+func mintToken(connectors: String, actions: String, ttl: String, repositories: [String], signingKey: String, subject: String)
+    throws -> (token: String, claims: ProxyTokenClaims)
+{
     var ids: [String] = []
     for text in connectors.split(separator: ",") {
         do {

@@ -49,7 +49,8 @@ struct LineLogHandler: LogHandler {
         let level = event.level.rawValue
         Self.output.withLock { timestamp in
             var line = timestamp.text()
-            line.reserveCapacity(line.utf8.count + fields.utf8.count + label.utf8.count + source.utf8.count + message.utf8.count + 16)
+            line.reserveCapacity(
+                line.utf8.count + fields.utf8.count + label.utf8.count + source.utf8.count + message.utf8.count + 16)
             line += " "
             line += level
             line += " "

@@ -18,7 +18,9 @@ struct ProxyTool: AsyncParsableCommand {
 
     private static let environment = ProcessInfo.processInfo.environment
 
-    @Option(name: .customLong("connectors"), help: "Connector and Secret YAML, a file or directory; repeatable. (OCI_CONNECTOR_CONNECTORS, ':'-separated)")
+    @Option(
+        name: .customLong("connectors"),
+        help: "Connector and Secret YAML, a file or directory; repeatable. (OCI_CONNECTOR_CONNECTORS, ':'-separated)")
     var connectorPaths: [String] = environment["OCI_CONNECTOR_CONNECTORS"].map { $0.split(separator: ":").map(String.init) } ?? []
 
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks one). (OCI_CONNECTOR_LISTEN)")
@@ -27,7 +29,8 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(help: "Verification key(s) for proxy tokens: a JWK file or a directory of them. (OCI_CONNECTOR_TOKEN_KEYS)")
     var tokenKeys: String?
 
-    @Option(help: "Serve the host form too: a pattern such as 'c-{name}.{namespace}.svc.cluster.local'. (OCI_CONNECTOR_HOST_PATTERN)")
+    @Option(
+        help: "Serve the host form too: a pattern such as 'c-{name}.{namespace}.svc.cluster.local'. (OCI_CONNECTOR_HOST_PATTERN)")
     var hostPattern: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error. (OCI_CONNECTOR_LOG_LEVEL)")
@@ -39,7 +42,8 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(help: "Seconds an idle keep-alive connection is kept open. (OCI_CONNECTOR_IDLE_TIMEOUT)")
     var idleTimeout: Double = environment["OCI_CONNECTOR_IDLE_TIMEOUT"].flatMap(Double.init) ?? 60
 
-    @Option(help: "Largest request head in bytes, request line and headers together; larger is 431. (OCI_CONNECTOR_MAX_HEADER_BYTES)")
+    @Option(
+        help: "Largest request head in bytes, request line and headers together; larger is 431. (OCI_CONNECTOR_MAX_HEADER_BYTES)")
     var maxHeaderBytes: Int = environment["OCI_CONNECTOR_MAX_HEADER_BYTES"].flatMap { Int($0) } ?? 32 * 1024
 
     @Option(help: "Most client connections open at once; more are answered 503. (OCI_CONNECTOR_MAX_CONNECTIONS)")
@@ -50,15 +54,18 @@ struct ProxyTool: AsyncParsableCommand {
 
     func validate() throws {
         _ = try ListenAddress(listen)
-        guard headerTimeout > 0, idleTimeout > 0 else { throw ValidationError("--header-timeout and --idle-timeout must be positive") }
+        guard headerTimeout > 0, idleTimeout > 0 else {
+            throw ValidationError("--header-timeout and --idle-timeout must be positive")
+        }
         guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
     }
 
     /// The limits on client connections the options set.
     var connectionLimits: ConnectionLimits {
-        ConnectionLimits(headerTimeout: .nanoseconds(Int64(headerTimeout * 1e9)), idleTimeout: .nanoseconds(Int64(idleTimeout * 1e9)),
-                         maxHeadBytes: maxHeaderBytes, maxConnections: maxConnections)
+        ConnectionLimits(
+            headerTimeout: .nanoseconds(Int64(headerTimeout * 1e9)), idleTimeout: .nanoseconds(Int64(idleTimeout * 1e9)),
+            maxHeadBytes: maxHeaderBytes, maxConnections: maxConnections)
     }
 
     func run() async throws {
@@ -99,10 +106,12 @@ struct ProxyTool: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("Error: no connector is defined in \(paths) (--require-connectors)\n".utf8))
                 throw ExitCode.failure
             }
-            logger.warning("no connector is defined: every request will be answered NAME_UNKNOWN", metadata: ["connectors": "\(paths)"])
+            logger.warning(
+                "no connector is defined: every request will be answered NAME_UNKNOWN", metadata: ["connectors": "\(paths)"])
         }
         let proxy = try ConnectorProxy(
-            catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern, connections: connectionLimits), logger: logger)
+            catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern, connections: connectionLimits),
+            logger: logger)
         let connectors = catalog.connectors.keys.sorted().map(\.description).joined(separator: ", ")
         let server: ProxyServer
         do {

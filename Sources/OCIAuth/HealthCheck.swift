@@ -39,7 +39,8 @@ public struct HealthCheck: Sendable {
     public func run(repository: String, action: Action) async throws(AuthError) -> Report {
         let method = try await client.method()
         if case .basic = method, client.connector.credentials == nil {
-            throw AuthError(.badCredentials, "\(client.connector.address.baseURL) requires credentials and the connector has none")
+            throw AuthError(
+                .badCredentials, "\(client.connector.address.baseURL) requires credentials and the connector has none")
         }
         let actions = action == .push ? ["pull", "push"] : ["pull"]
         let scopes: ScopeSet = [.repository(repository, actions: actions)]
@@ -67,16 +68,20 @@ public struct HealthCheck: Sendable {
             }
             return Report(method: method, repository: repository)
         case 404 where body.contains("NAME_UNKNOWN") || action == .pull:
-            throw AuthError(.repositoryNotFound, "repository \(repository) does not exist on \(client.connector.address.registryName)")
+            throw AuthError(
+                .repositoryNotFound, "repository \(repository) does not exist on \(client.connector.address.registryName)")
         case 401, 403:
             if case .basic = method, response.status.code == 401 {
                 throw AuthError(.badCredentials, "\(client.connector.address.baseURL) rejected the credentials")
             }
-            throw AuthError(.insufficientScope, insufficientScopeMessage(repository: repository, actions: actions, token: authorization.token))
+            throw AuthError(
+                .insufficientScope, insufficientScopeMessage(repository: repository, actions: actions, token: authorization.token)
+            )
         default:
             throw AuthError(
                 .unexpectedResponse,
-                "\(client.connector.address.baseURL) answered \(response.status.code) \(response.status.reasonPhrase) for \(repository)")
+                "\(client.connector.address.baseURL) answered \(response.status.code) \(response.status.reasonPhrase) for \(repository)"
+            )
         }
     }
 

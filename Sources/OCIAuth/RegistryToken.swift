@@ -63,8 +63,8 @@ public struct RegistryToken: Sendable, CustomStringConvertible {
         var payload = String(parts[1]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while payload.count % 4 != 0 { payload += "=" }
         guard let data = Data(base64Encoded: payload),
-              let claims = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let access = claims["access"] as? [[String: Any]]
+            let claims = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let access = claims["access"] as? [[String: Any]]
         else { return nil }
         var granted: [String: [String]] = [:]
         for entry in access {

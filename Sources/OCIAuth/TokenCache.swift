@@ -25,7 +25,9 @@ public actor TokenCache {
         public var refreshFraction: Double
 
         /// Creates a policy.
-        public init(minimumLifetime: Duration = .seconds(60), safetyMargin: Duration = .seconds(30), refreshFraction: Double = 0.75) {
+        public init(
+            minimumLifetime: Duration = .seconds(60), safetyMargin: Duration = .seconds(30), refreshFraction: Double = 0.75
+        ) {
             self.minimumLifetime = minimumLifetime
             self.safetyMargin = safetyMargin
             self.refreshFraction = refreshFraction

@@ -22,14 +22,15 @@ public struct TokenEndpoint: Hashable, Sendable, CustomStringConvertible {
             throw AuthError(.malformedChallenge, "the registry's Bearer challenge has no realm")
         }
         guard let url = URL(string: realm), let scheme = url.scheme?.lowercased(), url.host != nil,
-              scheme == "https" || scheme == "http"
+            scheme == "https" || scheme == "http"
         else {
             throw AuthError(.untrustedRealm, "the token realm \(realm) is not an absolute http(s) URL")
         }
         if registry.scheme == .https, scheme == "http" {
             throw AuthError(
                 .untrustedRealm,
-                "the token realm \(realm) would downgrade \(registry.baseURL) from https to http; refusing to send credentials there")
+                "the token realm \(realm) would downgrade \(registry.baseURL) from https to http; refusing to send credentials there"
+            )
         }
         guard url.user == nil, url.password == nil, url.fragment == nil else {
             throw AuthError(.untrustedRealm, "the token realm may not hold user information or a fragment")
@@ -51,7 +52,8 @@ public struct TokenEndpoint: Hashable, Sendable, CustomStringConvertible {
     ) async throws(AuthError) -> RegistryToken {
         if preferOAuth2, credentials != nil || refreshToken != nil {
             if let token = try await postForToken(
-                scopes: scopes, credentials: credentials, refreshToken: refreshToken, client: client, timeout: timeout) {
+                scopes: scopes, credentials: credentials, refreshToken: refreshToken, client: client, timeout: timeout)
+            {
                 return token
             }
         }
@@ -113,7 +115,8 @@ public struct TokenEndpoint: Hashable, Sendable, CustomStringConvertible {
             // An expired or revoked refresh token: start again from the credentials.
             return credentials == nil
                 ? nil
-                : try await postForToken(scopes: scopes, credentials: credentials, refreshToken: nil, client: client, timeout: timeout)
+                : try await postForToken(
+                    scopes: scopes, credentials: credentials, refreshToken: nil, client: client, timeout: timeout)
         case 400, 401:
             throw AuthError(.badCredentials, "the token server at \(realm) rejected the credentials")
         case 403:
@@ -132,7 +135,8 @@ public struct TokenEndpoint: Hashable, Sendable, CustomStringConvertible {
             var body = try await response.body.collect(upTo: RegistryToken.maximumResponseSize)
             return (response.status, body.readData(length: body.readableBytes) ?? Data(), receivedAt)
         } catch is NIOTooManyBytesError {
-            throw AuthError(.invalidTokenResponse, "the token server at \(realm) sent more than \(RegistryToken.maximumResponseSize) bytes")
+            throw AuthError(
+                .invalidTokenResponse, "the token server at \(realm) sent more than \(RegistryToken.maximumResponseSize) bytes")
         } catch {
             throw UpstreamFailure.classify(error, talkingTo: "the token server at \(realm)")
         }
@@ -152,8 +156,9 @@ public struct TokenEndpoint: Hashable, Sendable, CustomStringConvertible {
         var output = ""
         for byte in text.utf8 {
             switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
                 output.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 output += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 15, radix: 16, uppercase: true)

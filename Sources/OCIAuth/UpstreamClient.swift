@@ -103,7 +103,9 @@ public final class UpstreamClient: Sendable {
     /// On a 401 the rejected token is dropped and a new one is fetched for the scopes the
     /// registry's challenge names; the request is sent once more when `replayable` is true (its
     /// body can be sent again). Otherwise the 401 response is returned as it is.
-    public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool) async throws(AuthError) -> HTTPClientResponse {
+    public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool) async throws(AuthError)
+        -> HTTPClientResponse
+    {
         var request = request
         let authorization = try await authorization(for: scopes)
         authorization.apply(to: &request.headers)
@@ -189,7 +191,8 @@ public final class UpstreamClient: Sendable {
         default:
             throw AuthError(
                 .unexpectedResponse,
-                "\(connector.address.baseURL)/v2/ answered \(response.status.code) \(response.status.reasonPhrase); is this a registry?")
+                "\(connector.address.baseURL)/v2/ answered \(response.status.code) \(response.status.reasonPhrase); is this a registry?"
+            )
         }
     }
 }
@@ -205,7 +208,9 @@ final class MethodDiscovery: Sendable {
     /// The method, if known.
     var known: UpstreamClient.Method? { state.withLock { $0 } }
 
-    func method(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws -> UpstreamClient.Method {
+    func method(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws
+        -> UpstreamClient.Method
+    {
         if let method = known { return method }
         let method = try await prober.probe(discover)
         return state.withLock { known in
@@ -223,7 +228,9 @@ final class MethodDiscovery: Sendable {
     private actor Prober {
         private var probe: Task<UpstreamClient.Method, any Error>?
 
-        func probe(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws -> UpstreamClient.Method {
+        func probe(_ discover: @escaping @Sendable () async throws(AuthError) -> UpstreamClient.Method) async throws
+            -> UpstreamClient.Method
+        {
             let task = probe ?? Task { try await discover() }
             probe = task
             do {

@@ -27,7 +27,9 @@ public struct ClientConfig: Sendable {
     public let username: String
 
     /// Creates a configuration for `connectors` behind the proxy at `proxyURL` (`http(s)://host[:port]`).
-    public init(connectors: [Connector], proxyURL: String, token: String, username: String = "oci-connector") throws(ReferenceError) {
+    public init(connectors: [Connector], proxyURL: String, token: String, username: String = "oci-connector")
+        throws(ReferenceError)
+    {
         let proxy = try RegistryAddress(parsing: proxyURL)
         var endpoints: [Endpoint] = []
         for connector in connectors.sorted(by: { $0.id < $1.id }) {

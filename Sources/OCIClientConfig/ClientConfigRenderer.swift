@@ -5,7 +5,9 @@ import OCIReference
 /// kinds that write the same file merge into it.
 public enum ClientConfigRenderer {
     /// The rendered files, sorted by path.
-    public static func render(_ config: ClientConfig, selection: Selection = .all, pullSecretName: String = "oci-connector-registry") -> [RenderedFile] {
+    public static func render(
+        _ config: ClientConfig, selection: Selection = .all, pullSecretName: String = "oci-connector-registry"
+    ) -> [RenderedFile] {
         var files: [RenderedFile] = []
         if selection.includes(.registryConfig) { files.append(dockerConfig(config)) }
         if selection.includes(.buildkitd) || selection.includes(.mirror) { files.append(buildkitd(config, selection)) }
@@ -28,44 +30,48 @@ public enum ClientConfigRenderer {
     static func dockerConfigJSON(_ config: ClientConfig) -> String {
         let auth = Base64.encode(Array("\(config.username):\(config.token)".utf8))
         return """
-        {
-          "auths": {
-            \(JSONText.string(config.proxyHost)): {
-              "auth": \(JSONText.string(auth))
+            {
+              "auths": {
+                \(JSONText.string(config.proxyHost)): {
+                  "auth": \(JSONText.string(auth))
+                }
+              }
             }
-          }
-        }
 
-        """
+            """
     }
 
     /// `daemon.json`: dockerd may talk plain HTTP (or untrusted TLS) to the proxy.
     static func daemonJSON(_ config: ClientConfig) -> RenderedFile {
-        RenderedFile(path: "daemon.json", contents: """
-        {
-          "insecure-registries": [
-            \(JSONText.string(config.proxyHost))
-          ]
-        }
+        RenderedFile(
+            path: "daemon.json",
+            contents: """
+                {
+                  "insecure-registries": [
+                    \(JSONText.string(config.proxyHost))
+                  ]
+                }
 
-        """, isSecret: false)
+                """, isSecret: false)
     }
 
     /// `pull-secret.yaml`: a `kubernetes.io/dockerconfigjson` Secret for kubelet pulls.
     static func pullSecret(_ config: ClientConfig, name: String) -> RenderedFile {
         let namespace = config.endpoints.first?.connector.namespace ?? ConnectorID.defaultNamespace
         let encoded = Base64.encode(Array(dockerConfigJSON(config).utf8))
-        return RenderedFile(path: "pull-secret.yaml", contents: """
-        apiVersion: v1
-        kind: Secret
-        metadata:
-          name: \(JSONText.string(name))
-          namespace: \(JSONText.string(namespace))
-        type: kubernetes.io/dockerconfigjson
-        data:
-          .dockerconfigjson: \(encoded)
+        return RenderedFile(
+            path: "pull-secret.yaml",
+            contents: """
+                apiVersion: v1
+                kind: Secret
+                metadata:
+                  name: \(JSONText.string(name))
+                  namespace: \(JSONText.string(namespace))
+                type: kubernetes.io/dockerconfigjson
+                data:
+                  .dockerconfigjson: \(encoded)
 
-        """, isSecret: true)
+                """, isSecret: true)
     }
 
     // MARK: - BuildKit
@@ -110,13 +116,15 @@ public enum ClientConfigRenderer {
 
     /// `certs.d/PROXY/hosts.toml`: plain HTTP to the proxy.
     static func proxyHostsTOML(_ config: ClientConfig) -> RenderedFile {
-        RenderedFile(path: "certs.d/\(config.proxyHost)/hosts.toml", contents: """
-        server = \(TOMLText.string(config.proxyURL))
+        RenderedFile(
+            path: "certs.d/\(config.proxyHost)/hosts.toml",
+            contents: """
+                server = \(TOMLText.string(config.proxyURL))
 
-        [host.\(TOMLText.string(config.proxyURL))]
-          capabilities = ["pull", "resolve", "push"]
-        \(config.plainHTTP ? "" : "  skip_verify = true\n")
-        """, isSecret: false)
+                [host.\(TOMLText.string(config.proxyURL))]
+                  capabilities = ["pull", "resolve", "push"]
+                \(config.plainHTTP ? "" : "  skip_verify = true\n")
+                """, isSecret: false)
     }
 
     /// `certs.d/UPSTREAM/hosts.toml`: the upstream served through its connector prefix
@@ -124,14 +132,16 @@ public enum ClientConfigRenderer {
     static func mirrorHostsTOML(_ config: ClientConfig) -> [RenderedFile] {
         config.endpoints.map { endpoint in
             let mirror = "\(config.proxyURL)/v2/\(endpoint.address.repositoryPrefix)"
-            return RenderedFile(path: "certs.d/\(endpoint.upstream.registryName)/hosts.toml", contents: """
-            server = \(TOMLText.string(endpoint.upstream.baseURL))
+            return RenderedFile(
+                path: "certs.d/\(endpoint.upstream.registryName)/hosts.toml",
+                contents: """
+                    server = \(TOMLText.string(endpoint.upstream.baseURL))
 
-            [host.\(TOMLText.string(mirror))]
-              capabilities = ["pull", "resolve", "push"]
-              override_path = true
-            \(config.plainHTTP ? "" : "  skip_verify = true\n")
-            """, isSecret: false)
+                    [host.\(TOMLText.string(mirror))]
+                      capabilities = ["pull", "resolve", "push"]
+                      override_path = true
+                    \(config.plainHTTP ? "" : "  skip_verify = true\n")
+                    """, isSecret: false)
         }
     }
 
@@ -143,10 +153,13 @@ public enum ClientConfigRenderer {
         env += "OCI_CONNECTOR_PROXY_HOST=\(ShellText.quoted(config.proxyHost))\n"
         env += "OCI_CONNECTOR_TOKEN=\(ShellText.quoted(config.token))\n"
         for endpoint in config.endpoints {
-            env += "OCI_CONNECTOR_REGISTRY_\(variableName(endpoint.connector))=\(ShellText.quoted(endpoint.address.proxiedRegistryPrefix))\n"
+            env +=
+                "OCI_CONNECTOR_REGISTRY_\(variableName(endpoint.connector))=\(ShellText.quoted(endpoint.address.proxiedRegistryPrefix))\n"
         }
-        let addresses = config.endpoints.map { "\(config.proxyURL)/\($0.address.repositoryPrefix)" }.joined(separator: "\n") + "\n"
-        let flags = config.plainHTTP
+        let addresses =
+            config.endpoints.map { "\(config.proxyURL)/\($0.address.repositoryPrefix)" }.joined(separator: "\n") + "\n"
+        let flags =
+            config.plainHTTP
             ? """
             # The proxy at \(config.proxyHost) speaks plain HTTP. Options for tools configured by flags:
             buildah --tls-verify=false
@@ -179,8 +192,10 @@ public enum ClientConfigRenderer {
 
     /// `team-a/harbor` → `TEAM_A_HARBOR`.
     static func variableName(_ connector: ConnectorID) -> String {
-        String(String.UnicodeScalarView(connector.description.uppercased().unicodeScalars.map { scalar in
-            (scalar.properties.isAlphabetic && scalar.isASCII) || ("0"..."9").contains(scalar) ? scalar : "_"
-        }))
+        String(
+            String.UnicodeScalarView(
+                connector.description.uppercased().unicodeScalars.map { scalar in
+                    (scalar.properties.isAlphabetic && scalar.isASCII) || ("0"..."9").contains(scalar) ? scalar : "_"
+                }))
     }
 }

@@ -12,8 +12,9 @@ public enum ConfigWriter {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
             let temporary = folder.appendingPathComponent(".\(target.lastPathComponent).\(UUID().uuidString).tmp")
             let mode: Int = file.isSecret ? 0o600 : 0o644
-            guard FileManager.default.createFile(
-                atPath: temporary.path, contents: Data(file.contents.utf8), attributes: [.posixPermissions: mode])
+            guard
+                FileManager.default.createFile(
+                    atPath: temporary.path, contents: Data(file.contents.utf8), attributes: [.posixPermissions: mode])
             else {
                 throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: target.path])
             }

@@ -41,7 +41,8 @@ public struct Selection: Hashable, Sendable {
     public init(parsing text: String) throws(ReferenceError) {
         var kinds: Set<Kind> = []
         var excluded: Set<String> = []
-        let knownFiles = Set(Self.builtInFiles + ["config.json", "buildkitd.toml", "daemon.json", "registries.conf", "pull-secret.yaml"])
+        let knownFiles = Set(
+            Self.builtInFiles + ["config.json", "buildkitd.toml", "daemon.json", "registries.conf", "pull-secret.yaml"])
         for item in text.split(separator: ",").map({ String($0).trimmingSpaces }) where !item.isEmpty {
             if item.hasPrefix("!") {
                 let name = String(item.dropFirst())

@@ -31,8 +31,10 @@ public final class ConnectorProxy: Sendable {
         public var connections: ConnectionLimits
 
         /// Creates settings.
-        public init(hostPattern: ConnectorHostPattern? = nil, requestTimeout: TimeAmount = .hours(2),
-                    tokenCache: TokenCache.Configuration = .init(), connections: ConnectionLimits = .init()) {
+        public init(
+            hostPattern: ConnectorHostPattern? = nil, requestTimeout: TimeAmount = .hours(2),
+            tokenCache: TokenCache.Configuration = .init(), connections: ConnectionLimits = .init()
+        ) {
             self.hostPattern = hostPattern
             self.requestTimeout = requestTimeout
             self.tokenCache = tokenCache
@@ -75,7 +77,8 @@ public final class ConnectorProxy: Sendable {
         func refused(_ scopes: ScopeSet) -> RegistryErrorResponse {
             RegistryErrorResponse(
                 .forbidden, "DENIED",
-                "the upstream registry \(client.connector.address.registryName) refused the connector's credentials for \(scopes)")
+                "the upstream registry \(client.connector.address.registryName) refused the connector's credentials for \(scopes)"
+            )
         }
     }
 
@@ -107,7 +110,9 @@ public final class ConnectorProxy: Sendable {
     let logger: Logger
 
     /// Creates a proxy for the connectors in `catalog`, trusting tokens `verifier` accepts.
-    public init(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier, configuration: Configuration = .init(), logger: Logger) throws {
+    public init(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier, configuration: Configuration = .init(), logger: Logger)
+        throws
+    {
         let tokens = TokenCache(configuration: configuration.tokenCache)
         var upstreams: [ConnectorID: Upstream] = [:]
         // Keyed by the certificates a connector trusts besides the system's ("" for none).
@@ -125,12 +130,14 @@ public final class ConnectorProxy: Sendable {
                 let registryKey = trust + "\n" + connector.address.baseURL
                 if registries[registryKey] == nil {
                     // An https registry's context is built now, so that a broken trust fails at start-up.
-                    let reads = Self.registryReader(for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil)
+                    let reads = Self.registryReader(
+                        for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil)
                     registries[registryKey] = Registry(reads: reads, storage: StorageFetchers(tls: transport.tls))
                 }
                 let registry = registries[registryKey]!
                 upstreams[id] = Upstream(
-                    client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
+                    client: UpstreamClient(
+                        connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
                     http: transport.http, reads: registry.reads,
                     passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
                     storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id))
@@ -196,7 +203,8 @@ public final class ConnectorProxy: Sendable {
     /// Idle connections close after 30 s, and with them the receive buffers they keep.
     static func registryReader(for connector: Connector, tls: NIOSSLContext?) -> RegistryReader {
         let address = connector.address
-        return RegistryReader(host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
-                           sslContext: tls, configuration: .init(idleConnections: 64))
+        return RegistryReader(
+            host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
+            sslContext: tls, configuration: .init(idleConnections: 64))
     }
 }

@@ -76,7 +76,8 @@ public struct ConnectorCatalog: Sendable {
         }
         guard isDirectory.boolValue else { return [path] }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        return names
+        return
+            names
             .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") || $0.hasSuffix(".json") }
             .filter { !$0.hasPrefix(".") }
             .sorted()
@@ -168,7 +169,8 @@ struct SourceDocument {
                 }
             }
         } catch let error as YamlError {
-            throw ConnectorConfigError(file: file, document: nil, field: nil, reason: "is not valid YAML: \(Self.summary(of: error))")
+            throw ConnectorConfigError(
+                file: file, document: nil, field: nil, reason: "is not valid YAML: \(Self.summary(of: error))")
         } catch {
             throw ConnectorConfigError(file: file, document: nil, field: nil, reason: "is not valid YAML")
         }
@@ -179,7 +181,7 @@ struct SourceDocument {
     private static func summary(of error: YamlError) -> String {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
-             .composer(let context, let problem, let mark, _):
+            .composer(let context, let problem, let mark, _):
             return "\(problem) at line \(mark.line), column \(mark.column)" + (context.map { " (\($0.text))" } ?? "")
         default:
             return "malformed document"

@@ -22,7 +22,8 @@ struct SecretDocument {
         guard Self.usernamePasswordTypes.contains(type) || type == Self.dockerConfigType else {
             throw document.error(
                 field: "type",
-                "secret type \(type) is not supported; use cpaas.io/distribution-registry-token, kubernetes.io/basic-auth or kubernetes.io/dockerconfigjson")
+                "secret type \(type) is not supported; use cpaas.io/distribution-registry-token, kubernetes.io/basic-auth or kubernetes.io/dockerconfigjson"
+            )
         }
         var values: [String: String] = [:]
         if let data = document.node("data") {
@@ -30,7 +31,7 @@ struct SecretDocument {
             for (keyNode, valueNode) in mapping {
                 guard let name = keyNode.scalar?.string else { continue }
                 guard let encoded = valueNode.scalar?.string, let bytes = Base64.decode(encoded),
-                      let value = String(validating: bytes, as: UTF8.self)
+                    let value = String(validating: bytes, as: UTF8.self)
                 else {
                     throw document.error(field: "data.\(name)", "must be base64-encoded UTF-8 text")
                 }
@@ -68,7 +69,7 @@ struct SecretDocument {
         let field = "data..dockerconfigjson"
         guard let text = values[".dockerconfigjson"] else { throw source.error(field: field, "is required") }
         guard let root = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-              let auths = root["auths"] as? [String: Any]
+            let auths = root["auths"] as? [String: Any]
         else {
             throw source.error(field: field, "must be a docker config.json with an \"auths\" object")
         }
@@ -77,11 +78,12 @@ struct SecretDocument {
             throw source.error(field: field, "has no auths entry for \(address.registryName)")
         }
         if let username = entry["username"] as? String, let password = entry["password"] as? String,
-           !username.isEmpty, !password.isEmpty {
+            !username.isEmpty, !password.isEmpty
+        {
             return RegistryCredentials(username: username, password: password)
         }
         guard let auth = entry["auth"] as? String, let bytes = Base64.decode(auth),
-              let pair = String(validating: bytes, as: UTF8.self), let colon = pair.firstIndex(of: ":")
+            let pair = String(validating: bytes, as: UTF8.self), let colon = pair.firstIndex(of: ":")
         else {
             throw source.error(field: field, "the auths entry for \(address.registryName) has no usable auth")
         }
@@ -154,7 +156,8 @@ enum ConnectorDocument {
     private static func trustedCertificates(_ document: SourceDocument) throws(ConnectorConfigError) -> String? {
         var pem = document.string("spec.tls.caBundle") ?? ""
         if let path = document.string("spec.tls.caFile") {
-            let resolved = path.hasPrefix("/")
+            let resolved =
+                path.hasPrefix("/")
                 ? path : ((document.file as NSString).deletingLastPathComponent as NSString).appendingPathComponent(path)
             guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
                 throw document.error(field: "spec.tls.caFile", "cannot read \(resolved)")

@@ -39,8 +39,10 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
     }
 
     /// Creates claims valid from `now` for `lifetime` seconds.
-    public init(subject: String, connectors: [String], actions: [String], repositories: [String]? = nil,
-                lifetime: Int, now: Date = Date(), id: String = UUID().uuidString) {
+    public init(
+        subject: String, connectors: [String], actions: [String], repositories: [String]? = nil,
+        lifetime: Int, now: Date = Date(), id: String = UUID().uuidString
+    ) {
         let issued = Int(now.timeIntervalSince1970)
         self.subject = subject
         self.connectors = connectors.sorted()

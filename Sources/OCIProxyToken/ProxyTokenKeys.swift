@@ -16,7 +16,8 @@ public struct ProxyTokenSigner: Sendable {
     /// Reads a signing key from its JWK file.
     public init(contentsOf url: URL) throws(ProxyTokenError) {
         let jwk = try JWK.read(url)
-        guard let d = jwk.d, let raw = Base64URL.decode(d), let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw) else {
+        guard let d = jwk.d, let raw = Base64URL.decode(d), let key = try? Curve25519.Signing.PrivateKey(rawRepresentation: raw)
+        else {
             throw ProxyTokenError("\(url.path) is not an Ed25519 signing key (a JWK with \"d\")")
         }
         self.key = key
@@ -83,7 +84,8 @@ public struct ProxyTokenVerifier: Sendable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw ProxyTokenError("\(path) does not exist")
         }
-        let files = isDirectory.boolValue
+        let files =
+            isDirectory.boolValue
             ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [])
                 .filter { $0.hasSuffix(".jwk") || $0.hasSuffix(".json") }.sorted()
                 .map { URL(fileURLWithPath: path).appendingPathComponent($0) }
@@ -98,8 +100,8 @@ public struct ProxyTokenVerifier: Sendable {
     public func verify(_ token: String, now: Date = Date()) throws(ProxyTokenError) -> ProxyTokenClaims {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerData = Base64URL.decode(String(parts[0])),
-              let payload = Base64URL.decode(String(parts[1])), let signature = Base64URL.decode(String(parts[2])),
-              let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
+            let payload = Base64URL.decode(String(parts[1])), let signature = Base64URL.decode(String(parts[2])),
+            let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
         else { throw ProxyTokenError("the token is not a JWT") }
         guard header["alg"] as? String == "EdDSA" else { throw ProxyTokenError("the token is not signed with EdDSA") }
         let candidates = (header["kid"] as? String).flatMap { keys[$0].map { [$0] } } ?? Array(keys.values)
@@ -144,12 +146,13 @@ enum JWK {
     static func read(_ url: URL) throws(ProxyTokenError) -> Document {
         guard let data = try? Data(contentsOf: url) else { throw ProxyTokenError("cannot read \(url.path)") }
         guard let document = try? JSONDecoder().decode(Document.self, from: data),
-              document.kty == "OKP", document.crv == "Ed25519"
+            document.kty == "OKP", document.crv == "Ed25519"
         else { throw ProxyTokenError("\(url.path) is not an Ed25519 JWK") }
         return document
     }
 
-    static func encode(_ publicKey: Curve25519.Signing.PublicKey, privateKey: Curve25519.Signing.PrivateKey?, kid: String) -> Data {
+    static func encode(_ publicKey: Curve25519.Signing.PublicKey, privateKey: Curve25519.Signing.PrivateKey?, kid: String) -> Data
+    {
         let document = Document(
             kty: "OKP", crv: "Ed25519", x: Base64URL.encode(publicKey.rawRepresentation),
             d: privateKey.map { Base64URL.encode($0.rawRepresentation) }, kid: kid)

@@ -73,7 +73,7 @@ public struct ConnectorHostPattern: Hashable, Sendable, CustomStringConvertible 
         if host.hasSuffix(".") { host = host.dropLast() }
         var captured: (name: Substring?, namespace: Substring?) = (nil, nil)
         guard match(pieces[...], host, &captured),
-              let name = captured.name, let namespace = captured.namespace
+            let name = captured.name, let namespace = captured.namespace
         else { return nil }
         return try? ConnectorID(namespace: String(namespace), name: String(name))
     }

@@ -62,7 +62,8 @@ public struct ConnectorID: Hashable, Sendable, Comparable, CustomStringConvertib
                 previous = byte
                 continue
             }
-            return "must be lowercase letters, digits and '-'\(allowDots ? " or '.'" : ""), starting and ending with a letter or digit"
+            return
+                "must be lowercase letters, digits and '-'\(allowDots ? " or '.'" : ""), starting and ending with a letter or digit"
         }
         guard ASCII.isLowerAlphanumeric(previous) else {
             return "must end with a letter or digit"

@@ -41,7 +41,8 @@ public struct ConnectorProxyAddress: Hashable, Sendable {
         guard readsAsRegistry else {
             throw ReferenceError(
                 .invalidAddress, input: proxy,
-                reason: "clients would read this proxy host as a Docker Hub namespace; use a name with a dot, a port, or localhost")
+                reason:
+                    "clients would read this proxy host as a Docker Hub namespace; use a name with a dot, a port, or localhost")
         }
         self.connector = connector
         self.upstream = upstream
@@ -71,7 +72,9 @@ public struct ConnectorProxyAddress: Hashable, Sendable {
         guard Self.sameRegistry(reference.registry, upstream.registryName) else {
             throw ReferenceError(
                 .registryMismatch, input: reference.string,
-                reason: "the reference is for registry \(reference.registry), but connector \(connector) serves \(upstream.registryName)")
+                reason:
+                    "the reference is for registry \(reference.registry), but connector \(connector) serves \(upstream.registryName)"
+            )
         }
         let rewritten = "\(proxiedRegistryPrefix)/\(reference.repository)\(reference.tagAndDigestSuffix)"
         do {

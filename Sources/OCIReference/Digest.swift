@@ -72,7 +72,9 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible {
         let algorithm = UnsafeBufferPointer(rebasing: bytes[range.lowerBound..<colon])
         if let length = registeredLength(algorithm) {
             guard encoded.count == length, encoded.allSatisfy({ ASCII.isLowerHex(bytes[$0]) }) else {
-                return .failure(Problem(text: "a \(String(decoding: algorithm, as: UTF8.self)) digest must be \(length) lowercase hex digits"))
+                return .failure(
+                    Problem(text: "a \(String(decoding: algorithm, as: UTF8.self)) digest must be \(length) lowercase hex digits")
+                )
             }
         } else {
             guard encoded.count >= 32, encoded.allSatisfy({ ASCII.isHex(bytes[$0]) }) else {
@@ -84,7 +86,7 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible {
 
     private static func registeredLength(_ algorithm: UnsafeBufferPointer<UInt8>) -> Int? {
         guard algorithm.count == 6,
-              algorithm[0] == UInt8(ascii: "s"), algorithm[1] == UInt8(ascii: "h"), algorithm[2] == UInt8(ascii: "a")
+            algorithm[0] == UInt8(ascii: "s"), algorithm[1] == UInt8(ascii: "h"), algorithm[2] == UInt8(ascii: "a")
         else { return nil }
         switch (algorithm[3], algorithm[4], algorithm[5]) {
         case (UInt8(ascii: "2"), UInt8(ascii: "5"), UInt8(ascii: "6")): return 64

@@ -202,7 +202,9 @@ enum GrammarScanner {
 
     /// Checks for the letter or digit that must start a component and follow every separator.
     /// The message is only built on failure: this runs for every separator of every parse.
-    private static func expectAlphanumeric(_ bytes: Bytes, _ index: Int, _ end: Int, afterSeparator separator: UInt8?) -> PathProblem? {
+    private static func expectAlphanumeric(_ bytes: Bytes, _ index: Int, _ end: Int, afterSeparator separator: UInt8?)
+        -> PathProblem?
+    {
         if index < end, ASCII.isLowerAlphanumeric(bytes[index]) { return nil }
         let place = separator.map { "the separator \(ASCII.show($0))" } ?? "the start of a path component"
         guard index < end else {

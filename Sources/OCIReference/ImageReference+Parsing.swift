@@ -34,9 +34,10 @@ enum ReferenceParser {
         let count = bytes.count
         guard count > 0 else { return .failure(ParseFailure(code: .empty, reason: "the reference is empty")) }
         if count == 64, bytes.allSatisfy(ASCII.isLowerHex) {
-            return .failure(ParseFailure(
-                code: .ambiguousHexName,
-                reason: "a 64-character hexadecimal name reads as an image ID; it cannot be a repository"))
+            return .failure(
+                ParseFailure(
+                    code: .ambiguousHexName,
+                    reason: "a 64-character hexadecimal name reads as an image ID; it cannot be a repository"))
         }
 
         // The digest follows the first "@".
@@ -104,9 +105,12 @@ enum ReferenceParser {
         let needsLibrary = onDockerHub && (lastSlash < pathStart)
         let repositoryLength = nameEnd - pathStart + (needsLibrary ? DockerHub.officialNamespace.utf8.count + 1 : 0)
         guard repositoryLength <= ImageReference.maximumRepositoryLength else {
-            return .failure(ParseFailure(
-                code: .nameTooLong,
-                reason: "the repository name is \(repositoryLength) characters long; at most \(ImageReference.maximumRepositoryLength) are allowed"))
+            return .failure(
+                ParseFailure(
+                    code: .nameTooLong,
+                    reason:
+                        "the repository name is \(repositoryLength) characters long; at most \(ImageReference.maximumRepositoryLength) are allowed"
+                ))
         }
 
         guard rewriteRegistry || needsLibrary else {
@@ -129,11 +133,12 @@ enum ReferenceParser {
             return target[offset...].initialize(fromContentsOf: rest)
         }
         let shift = prefixLength - pathStart
-        return .success(ImageReference(
-            string: normalized,
-            registryEnd: registry.count,
-            repositoryEnd: nameEnd + shift,
-            tagEnd: nameAndTagEnd + shift))
+        return .success(
+            ImageReference(
+                string: normalized,
+                registryEnd: registry.count,
+                repositoryEnd: nameEnd + shift,
+                tagEnd: nameAndTagEnd + shift))
     }
 
     /// The first element names a registry when it has a "." or ":", is `localhost`, or has an

@@ -152,11 +152,12 @@ enum RouteParser {
             index += 1
         }
         guard found == 4,
-              ReferenceParser.equals(bytes, start..<ends.0, "namespaces"),
-              ReferenceParser.equals(bytes, ends.1 + 1..<ends.2, "connectors")
+            ReferenceParser.equals(bytes, start..<ends.0, "namespaces"),
+            ReferenceParser.equals(bytes, ends.1 + 1..<ends.2, "connectors")
         else {
-            return .failure(ParseFailure(
-                code: .unknownRoute, reason: "proxy paths start with /v2/namespaces/NAMESPACE/connectors/NAME/"))
+            return .failure(
+                ParseFailure(
+                    code: .unknownRoute, reason: "proxy paths start with /v2/namespaces/NAMESPACE/connectors/NAME/"))
         }
         let segmentStart = ends.3 + 1
         let namespace = string(bytes, ends.0 + 1..<ends.1)
@@ -234,8 +235,9 @@ enum RouteParser {
             endpoint = .tagList
         } else if ReferenceParser.equals(bytes, previous, "uploads"), thirdIsBlobs {
             guard bytes[last].allSatisfy(isUploadIDByte) else {
-                return .failure(ParseFailure(
-                    code: .invalidUploadID, reason: "an upload ID may only hold letters, digits, '-', '_', '.' and '='"))
+                return .failure(
+                    ParseFailure(
+                        code: .invalidUploadID, reason: "an upload ID may only hold letters, digits, '-', '_', '.' and '='"))
             }
             endpoint = .upload(id: string(bytes, last))
             repositoryEnd = slashes.third
@@ -249,9 +251,10 @@ enum RouteParser {
             return .failure(ParseFailure(code: problem.code, reason: problem.reason))
         }
         guard repository.count <= ImageReference.maximumRepositoryLength else {
-            return .failure(ParseFailure(
-                code: .nameTooLong,
-                reason: "the repository name is longer than \(ImageReference.maximumRepositoryLength) characters"))
+            return .failure(
+                ParseFailure(
+                    code: .nameTooLong,
+                    reason: "the repository name is longer than \(ImageReference.maximumRepositoryLength) characters"))
         }
         return .success(.repository(name: string(bytes, repository), endpoint: endpoint))
     }

@@ -30,13 +30,15 @@ struct CheckCommandTests {
     @Test func basicRegistry() async throws {
         let registry = try await SharedRegistries.shared.basic()
         try Seeder.push(TestImage(seed: 12), to: registry, repository: "cli/app", tag: "v1", user: SharedRegistries.basicUser)
-        let good = try Self.connectorsFile(ConnectorYAML.connector(
-            name: "up", address: registry.url, username: "alice", password: "alice-secret", repository: "cli/app"))
+        let good = try Self.connectorsFile(
+            ConnectorYAML.connector(
+                name: "up", address: registry.url, username: "alice", password: "alice-secret", repository: "cli/app"))
         let ready = try Self.check(good, "--action", "push")
         #expect(ready.status == 0 && ready.stdout == "ready\n", "\(ready.stderr)")
 
-        let bad = try Self.connectorsFile(ConnectorYAML.connector(
-            name: "up", address: registry.url, username: "alice", password: "wrong-canary", repository: "cli/app"))
+        let bad = try Self.connectorsFile(
+            ConnectorYAML.connector(
+                name: "up", address: registry.url, username: "alice", password: "wrong-canary", repository: "cli/app"))
         let refused = try Self.check(bad)
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("bad-credentials"))
@@ -45,15 +47,18 @@ struct CheckCommandTests {
 
     @Test func tokenRegistry() async throws {
         let (registry, issuer) = try await SharedRegistries.shared.token()
-        try Seeder.push(TestImage(seed: 13), to: registry, repository: "cli/app", tag: "v1",
-                        user: SharedRegistries.robotUser, issuer: issuer)
-        let robot = try Self.connectorsFile(ConnectorYAML.connector(
-            name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot", repository: "cli/app"))
+        try Seeder.push(
+            TestImage(seed: 13), to: registry, repository: "cli/app", tag: "v1",
+            user: SharedRegistries.robotUser, issuer: issuer)
+        let robot = try Self.connectorsFile(
+            ConnectorYAML.connector(
+                name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot", repository: "cli/app"))
         let ready = try Self.check(robot)
         #expect(ready.status == 0 && ready.stdout == "ready\n", "\(ready.stderr)")
 
-        let reader = try Self.connectorsFile(ConnectorYAML.connector(
-            name: "up", address: registry.url, username: "reader", password: "reader-secret", repository: "cli/app"))
+        let reader = try Self.connectorsFile(
+            ConnectorYAML.connector(
+                name: "up", address: registry.url, username: "reader", password: "reader-secret", repository: "cli/app"))
         #expect(try Self.check(reader).status == 0)
         let push = try Self.check(reader, "--action", "push")
         #expect(push.status != 0)
@@ -62,7 +67,8 @@ struct CheckCommandTests {
 
     @Test func unreachableUpstreamAndUnknownConnector() throws {
         let port = try Loopback.freePort()
-        let file = try Self.connectorsFile(ConnectorYAML.connector(name: "up", address: "http://127.0.0.1:\(port)", repository: "a/b"))
+        let file = try Self.connectorsFile(
+            ConnectorYAML.connector(name: "up", address: "http://127.0.0.1:\(port)", repository: "a/b"))
         let down = try Self.check(file)
         #expect(down.status != 0 && down.stderr.contains("unreachable"))
         let unknown = try Tool.run(["oci-connector-config", "check", "--connectors", file, "--connector", "team-a/nope"])

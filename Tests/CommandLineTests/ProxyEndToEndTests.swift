@@ -11,7 +11,9 @@ struct ProxyEndToEndTests {
     }
 
     /// A proxy in front of one shared registry, with the connector `team-a/up`.
-    static func proxy(for kind: Upstream, extraArguments: [String] = []) async throws -> (ProxyProcess, TestRegistry, TokenIssuer?) {
+    static func proxy(for kind: Upstream, extraArguments: [String] = []) async throws -> (
+        ProxyProcess, TestRegistry, TokenIssuer?
+    ) {
         let yaml: String
         let registry: TestRegistry
         var issuer: TokenIssuer?
@@ -27,7 +29,8 @@ struct ProxyEndToEndTests {
             yaml = ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
         }
         let other = "---\n" + ConnectorYAML.connector(name: "other", address: registry.url)
-        let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml + other, extraArguments: extraArguments)
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: yaml + other, extraArguments: extraArguments)
         return (proxy, registry, issuer)
     }
 
@@ -36,11 +39,12 @@ struct ProxyEndToEndTests {
         annotationBytes: Int = 0
     ) throws -> TestImage {
         let image = TestImage(layerSize: layerSize, seed: UInt8.random(in: 1...200), annotationBytes: annotationBytes)
-        let user: (String, String)? = switch kind {
-        case .anonymous: nil
-        case .basic: SharedRegistries.basicUser
-        case .token: SharedRegistries.robotUser
-        }
+        let user: (String, String)? =
+            switch kind {
+            case .anonymous: nil
+            case .basic: SharedRegistries.basicUser
+            case .token: SharedRegistries.robotUser
+            }
         try Seeder.push(image, to: registry, repository: repository, tag: "v1", user: user, issuer: issuer)
         return image
     }
@@ -57,23 +61,33 @@ struct ProxyEndToEndTests {
         _ = try Self.seed(registry, kind, issuer, repository: "e2e-\(kind)/src", layerSize: 300_000)
         let token = try proxy.token()
         let prefix = "\(proxy.host)/namespaces/team-a/connectors/up"
-        let creds = ["--src-creds", "ci:\(token)", "--dest-creds", "ci:\(token)", "--src-tls-verify=false", "--dest-tls-verify=false"]
+        let creds = [
+            "--src-creds", "ci:\(token)", "--dest-creds", "ci:\(token)", "--src-tls-verify=false", "--dest-tls-verify=false",
+        ]
 
         // Registry to registry, through the proxy both ways.
         try Self.skopeo(["copy"] + creds + ["docker://\(prefix)/e2e-\(kind)/src:v1", "docker://\(prefix)/e2e-\(kind)/dst:v2"])
-        let inspected = try Self.skopeo(["inspect", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/dst:v2"])
+        let inspected = try Self.skopeo([
+            "inspect", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/dst:v2",
+        ])
         #expect(inspected.contains("\"Name\": \"\(prefix)/e2e-\(kind)/dst\""))
-        let tags = try Self.skopeo(["list-tags", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/dst"])
+        let tags = try Self.skopeo([
+            "list-tags", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/dst",
+        ])
         #expect(tags.contains("\"v2\""))
 
         // Out to a directory and back in under another name.
         let directory = try Loopback.temporaryDirectory("skopeo-dir")
         defer { try? FileManager.default.removeItem(at: directory) }
-        try Self.skopeo(["copy", "--src-tls-verify=false", "--src-creds", "ci:\(token)",
-                         "docker://\(prefix)/e2e-\(kind)/dst:v2", "dir:\(directory.path)/image"])
+        try Self.skopeo([
+            "copy", "--src-tls-verify=false", "--src-creds", "ci:\(token)",
+            "docker://\(prefix)/e2e-\(kind)/dst:v2", "dir:\(directory.path)/image",
+        ])
         #expect(FileManager.default.fileExists(atPath: "\(directory.path)/image/manifest.json"))
-        try Self.skopeo(["copy", "--dest-tls-verify=false", "--dest-creds", "ci:\(token)",
-                         "dir:\(directory.path)/image", "docker://\(prefix)/e2e-\(kind)/back:v3"])
+        try Self.skopeo([
+            "copy", "--dest-tls-verify=false", "--dest-creds", "ci:\(token)",
+            "dir:\(directory.path)/image", "docker://\(prefix)/e2e-\(kind)/back:v3",
+        ])
 
         // Delete, then it is gone.
         try Self.skopeo(["delete", "--tls-verify=false", "--creds", "ci:\(token)", "docker://\(prefix)/e2e-\(kind)/back:v3"])
@@ -104,7 +118,8 @@ struct ProxyEndToEndTests {
         // A private issuer, so that no other test's token requests are counted.
         let (registry, issuer) = try await TokenAuthRegistry.start()
         defer { registry.stop(); issuer.stop() }
-        let yaml = ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
+        let yaml =
+            ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
             + "---\n" + ConnectorYAML.connector(name: "other", address: registry.url)
         let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
         defer { proxy.stop() }
@@ -147,13 +162,15 @@ struct ProxyEndToEndTests {
     @Test func versionChecksAreAnsweredByTheProxyAndLogged() async throws {
         // The upstream is closed: nothing here may need it.
         let closed = try Loopback.freePort()
-        let yaml = ConnectorYAML.connector(name: "up", address: "http://127.0.0.1:\(closed)")
+        let yaml =
+            ConnectorYAML.connector(name: "up", address: "http://127.0.0.1:\(closed)")
             + "---\n" + ConnectorYAML.connector(name: "other", address: "http://127.0.0.1:\(closed)")
         let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
         defer { proxy.stop() }
         let base = "http://\(proxy.host)/v2"
         let token = try proxy.token()
-        let imfFixdate = /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$/
+        let imfFixdate =
+            /^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$/
 
         var answers: [Curl.Response] = []
         for headers in [[:], ["Connection": "keep-alive"]] {
@@ -175,7 +192,8 @@ struct ProxyEndToEndTests {
         // A connector the token does not name, or that is not configured, is refused as before.
         let other = try Curl.request("GET", "\(base)/namespaces/team-a/connectors/other/", token: token)
         #expect(other.status == 403 && other.text.contains(#""code":"DENIED""#), "\(other.text)")
-        let unknown = try Curl.request("GET", "\(base)/namespaces/team-a/connectors/nope/", token: try proxy.token(connector: "team-a/nope"))
+        let unknown = try Curl.request(
+            "GET", "\(base)/namespaces/team-a/connectors/nope/", token: try proxy.token(connector: "team-a/nope"))
         #expect(unknown.status == 404 && unknown.text.contains(#""code":"NAME_UNKNOWN""#), "\(unknown.text)")
         #expect(try Curl.request("GET", "\(base)/", token: "not-a-token").status == 401)
 
@@ -188,7 +206,8 @@ struct ProxyEndToEndTests {
         #expect(checks.filter { $0.contains("method=GET") && $0.contains("bytes_out=2 ") }.count == answers.count / 2, "\(log)")
         #expect(!log.contains(token), "the token is in the log")
         // The line's shape, as swift-log's StreamLogHandler writes it, fields sorted.
-        let shape = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} info oci-connector-proxy: bytes_in=0 bytes_out=2 connector=- duration_ms=\d+ endpoint=\/ method=GET repository=- request_id=(?<id>[0-9a-f]{8}) status=200 \[OCIConnectorProxy\] request$/
+        let shape =
+            /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} info oci-connector-proxy: bytes_in=0 bytes_out=2 connector=- duration_ms=\d+ endpoint=\/ method=GET repository=- request_id=(?<id>[0-9a-f]{8}) status=200 \[OCIConnectorProxy\] request$/
         let shaped = checks.compactMap { $0.wholeMatch(of: shape) }
         #expect(shaped.count == 2, "\(checks)")
         let ids = log.split(separator: "\n").compactMap { $0.firstMatch(of: #/request_id=([0-9a-f]{8}) /#)?.1 }
@@ -200,7 +219,8 @@ struct ProxyEndToEndTests {
     /// responder for one with a `Connection` header), with no credential in it or in the log.
     @Test func anUnreachableUpstreamIsAnErrorInTheRegistrysFormat() async throws {
         let closed = try Loopback.freePort()
-        let yaml = ConnectorYAML.connector(name: "down", address: "http://127.0.0.1:\(closed)", username: "robot$ci", password: "s3cret-robot")
+        let yaml = ConnectorYAML.connector(
+            name: "down", address: "http://127.0.0.1:\(closed)", username: "robot$ci", password: "s3cret-robot")
         let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
         defer { proxy.stop() }
         let directory = try Loopback.temporaryDirectory("down")
@@ -216,7 +236,9 @@ struct ProxyEndToEndTests {
         var arguments = ["--parallel", "--parallel-immediate"]
         for (index, (method, path, viaResponder)) in cases.enumerated() {
             if index > 0 { arguments.append("--next") }
-            arguments += ["-s", "-u", "w:\(token)", "-D", "\(directory.path)/head-\(index)", "-o", "\(directory.path)/body-\(index)"]
+            arguments += [
+                "-s", "-u", "w:\(token)", "-D", "\(directory.path)/head-\(index)", "-o", "\(directory.path)/body-\(index)",
+            ]
             arguments += method == "HEAD" ? ["-I"] : []
             arguments += viaResponder ? ["-H", "Connection: keep-alive"] : []
             arguments.append("\(base)/\(path)")
@@ -246,8 +268,9 @@ struct ProxyEndToEndTests {
 
     func otherSigner(_ proxy: ProxyProcess) throws -> String {
         let directory = try Loopback.temporaryDirectory("other-keys")
-        try runCommand(proxy.binDirectory.appendingPathComponent("oci-connector-config").path,
-                       ["keys", "generate", "--out", directory.path])
+        try runCommand(
+            proxy.binDirectory.appendingPathComponent("oci-connector-config").path,
+            ["keys", "generate", "--out", directory.path])
         return try proxy.token(signingKey: directory.appendingPathComponent("signing-key.jwk").path)
     }
 
@@ -262,7 +285,9 @@ struct ProxyEndToEndTests {
         let started = try Curl.request("POST", "\(base)/e2e/upload/blobs/uploads/", token: token)
         #expect(started.status == 202)
         let location = try #require(started.header("Location"))
-        #expect(location.hasPrefix("http://\(proxy.host)/v2/namespaces/team-a/connectors/up/e2e/upload/blobs/uploads/"), "\(location)")
+        #expect(
+            location.hasPrefix("http://\(proxy.host)/v2/namespaces/team-a/connectors/up/e2e/upload/blobs/uploads/"), "\(location)"
+        )
         #expect(location.contains("_state="))
         #expect(!location.contains(registry.host))
         // Upload status and cancellation pass through.
@@ -270,33 +295,40 @@ struct ProxyEndToEndTests {
         #expect(status.status == 204)
         #expect(status.header("Range") == "0-0" || status.header("Range") == "0--1", "\(status.headers)")
         #expect(status.header("Location")?.hasPrefix("http://\(proxy.host)/v2/namespaces/") == true)
-        let cancelled = try #require(try Curl.request("POST", "\(base)/e2e/upload/blobs/uploads/", token: token).header("Location"))
+        let cancelled = try #require(
+            try Curl.request("POST", "\(base)/e2e/upload/blobs/uploads/", token: token).header("Location"))
         #expect(try Curl.request("DELETE", cancelled, token: token).status == 204)
         #expect(try Curl.request("GET", cancelled, token: token).status == 404)
 
         let blob = Data("a small blob".utf8)
         let finished = try Curl.request(
-            "PUT", location + "&digest=\(sha256Digest(blob))", headers: ["Content-Type": "application/octet-stream"], token: token, data: blob)
+            "PUT", location + "&digest=\(sha256Digest(blob))", headers: ["Content-Type": "application/octet-stream"],
+            token: token, data: blob)
         #expect(finished.status == 201, "\(finished.text)")
 
         // A client that waits for "100 Continue" before sending its upload gets it at once.
-        let continued = try #require(try Curl.request("POST", "\(base)/e2e/continue/blobs/uploads/", token: token).header("Location"))
-        let exchange = try runCommand("/usr/bin/curl", [
-            "-s", "-D", "-", "-o", "/dev/null", "-u", "w:\(token)", "-X", "PATCH", "-H", "Expect: 100-continue",
-            "-H", "Content-Type: application/octet-stream", "--data-binary", "some bytes", continued,
-        ])
+        let continued = try #require(
+            try Curl.request("POST", "\(base)/e2e/continue/blobs/uploads/", token: token).header("Location"))
+        let exchange = try runCommand(
+            "/usr/bin/curl",
+            [
+                "-s", "-D", "-", "-o", "/dev/null", "-u", "w:\(token)", "-X", "PATCH", "-H", "Expect: 100-continue",
+                "-H", "Content-Type: application/octet-stream", "--data-binary", "some bytes", continued,
+            ])
         #expect(exchange.contains("HTTP/1.1 100 Continue"), "\(exchange)")
         #expect(exchange.contains("HTTP/1.1 202"), "\(exchange)")
 
         // Range reads of a blob.
         let layerDigest = sha256Digest(image.layer)
-        let ranged = try Curl.request("GET", "\(base)/e2e/mount-src/blobs/\(layerDigest)", headers: ["Range": "bytes=100-199"], token: token)
+        let ranged = try Curl.request(
+            "GET", "\(base)/e2e/mount-src/blobs/\(layerDigest)", headers: ["Range": "bytes=100-199"], token: token)
         #expect(ranged.status == 206)
         #expect(ranged.body == image.layer[100..<200])
 
         // Mount from a repository of the same connector; refuse one of another connector.
         let mounted = try Curl.request(
-            "POST", "\(base)/e2e/mount-dst/blobs/uploads/?mount=\(layerDigest)&from=namespaces/team-a/connectors/up/e2e/mount-src",
+            "POST",
+            "\(base)/e2e/mount-dst/blobs/uploads/?mount=\(layerDigest)&from=namespaces/team-a/connectors/up/e2e/mount-src",
             token: token)
         #expect(mounted.status == 201, "\(mounted.text)")
         #expect(try Curl.request("HEAD", "\(base)/e2e/mount-dst/blobs/\(layerDigest)", token: token).status == 200)
@@ -310,8 +342,9 @@ struct ProxyEndToEndTests {
         // event loop does.
         for _ in 0..<3 {
             for method in ["HEAD", "GET"] {
-                let read = try Curl.request(method, "\(base)/e2e/mount-src/manifests/v1",
-                                            headers: ["Accept": TestImage.manifestMediaType], token: token)
+                let read = try Curl.request(
+                    method, "\(base)/e2e/mount-src/manifests/v1",
+                    headers: ["Accept": TestImage.manifestMediaType], token: token)
                 #expect(read.status == 200)
                 #expect(read.header("Content-Length") == "\(image.manifest.count)")
                 #expect(read.header("Content-Type") == TestImage.manifestMediaType)
@@ -327,9 +360,12 @@ struct ProxyEndToEndTests {
             }
             #expect(answers[0].status == answers[1].status && answers[0].body == answers[1].body, "\(endpoint)")
             #expect(answers[0].header("Content-Type") == answers[1].header("Content-Type"), "\(endpoint)")
-            if endpoint == "tags/list" { #expect(answers[0].status == 200 && answers[0].text.contains(#""v1""#), "\(answers[0].text)") }
+            if endpoint == "tags/list" {
+                #expect(answers[0].status == 200 && answers[0].text.contains(#""v1""#), "\(answers[0].text)")
+            }
         }
-        let otherRepository = try Curl.request("GET", "\(base)/e2e/mount-src/tags/list", token: proxy.token(repository: "e2e/other"))
+        let otherRepository = try Curl.request(
+            "GET", "\(base)/e2e/mount-src/tags/list", token: proxy.token(repository: "e2e/other"))
         #expect(otherRepository.status == 403, "\(otherRepository.text)")
         for method in ["HEAD", "GET"] {
             let missing = try Curl.request(method, "\(base)/e2e/mount-src/manifests/nope", token: token)
@@ -352,7 +388,8 @@ struct ProxyEndToEndTests {
     }
 
     @Test func hostFormRoutesByTheHostHeader() async throws {
-        let (proxy, registry, _) = try await Self.proxy(for: .anonymous, extraArguments: ["--host-pattern", "c-{name}.{namespace}.proxy.test"])
+        let (proxy, registry, _) = try await Self.proxy(
+            for: .anonymous, extraArguments: ["--host-pattern", "c-{name}.{namespace}.proxy.test"])
         defer { proxy.stop() }
         let image = try Self.seed(registry, .anonymous, nil, repository: "e2e-host/app")
         let response = try Curl.request(
@@ -392,11 +429,15 @@ struct ProxyEndToEndTests {
         let image = try Self.seed(registry, .anonymous, nil, repository: "e2e-tls/src", layerSize: 300_000)
         let token = try proxy.token()
         let prefix = "\(proxy.host)/namespaces/team-a/connectors/up"
-        try Self.skopeo(["copy", "--src-creds", "ci:\(token)", "--dest-creds", "ci:\(token)", "--src-tls-verify=false", "--dest-tls-verify=false",
-                         "docker://\(prefix)/e2e-tls/src:v1", "docker://\(prefix)/e2e-tls/dst:v1"])
+        try Self.skopeo([
+            "copy", "--src-creds", "ci:\(token)", "--dest-creds", "ci:\(token)", "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "docker://\(prefix)/e2e-tls/src:v1", "docker://\(prefix)/e2e-tls/dst:v1",
+        ])
         // What skopeo wrote (it compresses the layer, so its digest is new) and the layer it read.
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/e2e-tls"
-        let written = try Curl.request("GET", "\(base)/dst/manifests/v1", headers: ["Accept": TestImage.manifestMediaType], token: token)
+        let written = try Curl.request(
+            "GET", "\(base)/dst/manifests/v1", headers: ["Accept": TestImage.manifestMediaType], token: token)
         #expect(written.status == 200)
         #expect(written.text.contains(#""layers""#), "\(written.text)")
         let layer = try Curl.request("GET", "\(base)/src/blobs/\(sha256Digest(image.layer))", token: token)
@@ -415,16 +456,19 @@ struct ProxyEndToEndTests {
         defer { proxy.stop() }
         // Ten images' worth of blobs under one repository.
         for seed in 1...10 {
-            try Seeder.push(TestImage(layerSize: 50_000, seed: UInt8(seed)), to: registry, repository: "many/app", tag: "v\(seed)",
-                            user: SharedRegistries.robotUser, issuer: issuer)
+            try Seeder.push(
+                TestImage(layerSize: 50_000, seed: UInt8(seed)), to: registry, repository: "many/app", tag: "v\(seed)",
+                user: SharedRegistries.robotUser, issuer: issuer)
         }
         let before = issuer.counts.total
         let token = try proxy.token()
         let directory = try Loopback.temporaryDirectory("many")
         defer { try? FileManager.default.removeItem(at: directory) }
         for seed in 1...10 {
-            try Self.skopeo(["copy", "--src-tls-verify=false", "--src-creds", "ci:\(token)",
-                             "docker://\(proxy.host)/namespaces/team-a/connectors/up/many/app:v\(seed)", "dir:\(directory.path)/\(seed)"])
+            try Self.skopeo([
+                "copy", "--src-tls-verify=false", "--src-creds", "ci:\(token)",
+                "docker://\(proxy.host)/namespaces/team-a/connectors/up/many/app:v\(seed)", "dir:\(directory.path)/\(seed)",
+            ])
         }
         #expect(issuer.counts.total - before == 1, "scopes requested: \(issuer.scopesRequested.suffix(5))")
     }

@@ -12,8 +12,9 @@ struct ProxyHardeningTests {
 
     /// Runs `hostile_connections.py` and decodes what it printed.
     static func hostile(_ arguments: [String], input: String? = nil) throws -> [String: Any] {
-        let output = try runCommand("/usr/bin/env", ["python3", scripts.appendingPathComponent("hostile_connections.py").path] + arguments,
-                                    input: input)
+        let output = try runCommand(
+            "/usr/bin/env", ["python3", scripts.appendingPathComponent("hostile_connections.py").path] + arguments,
+            input: input)
         return try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any] ?? [:]
     }
 
@@ -40,35 +41,43 @@ struct ProxyHardeningTests {
         let anonymous = try await SharedRegistries.shared.anonymous()
         let (tokenRegistry, issuer) = try await SharedRegistries.shared.token()
         let repository = "refused-\(UInt32.random(in: 0...UInt32.max))/app"
-        try Seeder.push(TestImage(layerSize: 512, seed: 3), to: basic, repository: repository, tag: "v1",
-                        user: SharedRegistries.basicUser)
+        try Seeder.push(
+            TestImage(layerSize: 512, seed: 3), to: basic, repository: repository, tag: "v1",
+            user: SharedRegistries.basicUser)
         _ = issuer
         let yaml = [
             // No credentials in front of a registry that needs them.
             ConnectorYAML.connector(name: "anonymous", address: basic.url),
             // A rotated password, Basic and token auth.
             ConnectorYAML.connector(name: "rotated", address: basic.url, username: "alice", password: "the-old-password"),
-            ConnectorYAML.connector(name: "rotated-token", address: tokenRegistry.url, username: "robot$ci", password: "the-old-password"),
+            ConnectorYAML.connector(
+                name: "rotated-token", address: tokenRegistry.url, username: "robot$ci", password: "the-old-password"),
             // And one that works, on another registry.
             ConnectorYAML.connector(name: "good", address: anonymous.url),
         ].joined(separator: "---\n")
         let proxy = try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml)
         defer { proxy.stop() }
         let goodImage = try Seeder.pushReturningImage(to: anonymous, repository: repository)
-        let token = try proxy.token(connector: "team-a/anonymous,team-a/rotated,team-a/rotated-token,team-a/good", actions: "pull")
+        let token = try proxy.token(
+            connector: "team-a/anonymous,team-a/rotated,team-a/rotated-token,team-a/good", actions: "pull")
 
         for connector in ["anonymous", "rotated", "rotated-token"] {
             let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/\(connector)/\(repository)"
-            for (method, path) in [("GET", "manifests/v1"), ("HEAD", "manifests/v1"), ("GET", "tags/list"),
-                                   ("GET", "manifests/v1"), ("GET", "tags/list?n=10")] {
+            for (method, path) in [
+                ("GET", "manifests/v1"), ("HEAD", "manifests/v1"), ("GET", "tags/list"),
+                ("GET", "manifests/v1"), ("GET", "tags/list?n=10"),
+            ] {
                 let response = try Curl.request(method, "\(base)/\(path)", token: token)
                 #expect(response.status == 403, "\(connector) \(method) \(path): \(response.status) \(response.text)")
-                if method == "GET" { #expect(response.text.contains(#""code":"DENIED""#), "\(connector) \(path): \(response.text)") }
+                if method == "GET" {
+                    #expect(response.text.contains(#""code":"DENIED""#), "\(connector) \(path): \(response.text)")
+                }
                 #expect(proxy.isRunning, "the proxy died on \(connector) \(method) \(path)")
             }
         }
-        let good = try Curl.request("GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/good/\(repository)/manifests/v1",
-                                    headers: ["Accept": TestImage.manifestMediaType], token: token)
+        let good = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/good/\(repository)/manifests/v1",
+            headers: ["Accept": TestImage.manifestMediaType], token: token)
         #expect(good.status == 200)
         #expect(good.body == goodImage.manifest)
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
@@ -106,13 +115,16 @@ struct ProxyHardeningTests {
             ("encoded name, no prefix", "mount=\(secretDigest)&%66rom=\(run)/secret/vault", nil, [:]),
             ("twice", "mount=\(secretDigest)&from=\(prefix)/\(run)/team/app&from=\(prefix)/\(run)/secret/vault", nil, [:]),
             ("semicolon", "mount=\(secretDigest);from=\(prefix)/\(run)/secret/vault", nil, [:]),
-            ("form body", "", Data("mount=\(secretDigest)&from=\(prefix)/\(run)/secret/vault".utf8),
-             ["Content-Type": "application/x-www-form-urlencoded"]),
+            (
+                "form body", "", Data("mount=\(secretDigest)&from=\(prefix)/\(run)/secret/vault".utf8),
+                ["Content-Type": "application/x-www-form-urlencoded"]
+            ),
         ]
         for (index, (name, query, body, headers)) in attempts.enumerated() {
             let target = "\(run)/team/loot\(index)"
-            let response = try Curl.request("POST", "http://\(proxy.host)/v2/\(prefix)/\(target)/blobs/uploads/?\(query)",
-                                            headers: headers, token: token, data: body)
+            let response = try Curl.request(
+                "POST", "http://\(proxy.host)/v2/\(prefix)/\(target)/blobs/uploads/?\(query)",
+                headers: headers, token: token, data: body)
             #expect(response.status != 201, "\(name): \(response.status) \(response.text)")
             #expect(response.text.contains(#""errors""#), "\(name): \(response.text)")
             let read = try Curl.request("HEAD", "http://\(proxy.host)/v2/\(prefix)/\(target)/blobs/\(secretDigest)", token: token)
@@ -173,7 +185,8 @@ struct ProxyHardeningTests {
             #expect(page.status == 200)
             walked += try names(page)
             let link = page.header("Link")
-            #expect(link.map { !$0.contains("secret") && !$0.contains("teamx") && !$0.contains("deeper") } ?? true, "\(link ?? "")")
+            #expect(
+                link.map { !$0.contains("secret") && !$0.contains("teamx") && !$0.contains("deeper") } ?? true, "\(link ?? "")")
             url = link.flatMap { $0.split(separator: "<").last?.split(separator: ">").first.map(String.init) }
         }
         #expect(walked == allowed)
@@ -212,7 +225,9 @@ struct ProxyHardeningTests {
         let registry = try await SharedRegistries.shared.anonymous()
         let proxy = try await ProxyProcess.start(
             binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url),
-            extraArguments: ["--header-timeout", "1", "--idle-timeout", "2", "--max-header-bytes", "8192", "--max-connections", "6"])
+            extraArguments: [
+                "--header-timeout", "1", "--idle-timeout", "2", "--max-header-bytes", "8192", "--max-connections", "6",
+            ])
         defer { proxy.stop() }
         let port = "\(proxy.port)"
 
@@ -229,8 +244,9 @@ struct ProxyHardeningTests {
         #expect(Self.statuses(oversized) == [431], "\(oversized)")
         #expect(oversized["closed"] as? Bool == true)
         // Under the limit, served as usual.
-        let fits = try Curl.request("GET", "http://\(proxy.host)/v2/", headers: ["X-Padding": String(repeating: "a", count: 6000)],
-                                    token: try proxy.token())
+        let fits = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/", headers: ["X-Padding": String(repeating: "a", count: 6000)],
+            token: try proxy.token())
         #expect(fits.status == 200)
 
         let overLimit = try Self.hostile(["over-limit", port, "6"])
@@ -287,11 +303,13 @@ struct ProxyHardeningTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let empty = directory.appendingPathComponent("connectors.yaml")
         try Data().write(to: empty)
-        try runCommand(Tool.binDirectory.appendingPathComponent("oci-connector-config").path,
-                       ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
+        try runCommand(
+            Tool.binDirectory.appendingPathComponent("oci-connector-config").path,
+            ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
         let keys = directory.appendingPathComponent("keys/verification-key.jwk").path
-        let refused = try Tool.run("oci-connector-proxy", "--connectors", empty.path, "--token-keys", keys, "--listen", "127.0.0.1:0",
-                                   "--require-connectors")
+        let refused = try Tool.run(
+            "oci-connector-proxy", "--connectors", empty.path, "--token-keys", keys, "--listen", "127.0.0.1:0",
+            "--require-connectors")
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("no connector is defined"), "\(refused.stderr)")
 
@@ -307,7 +325,8 @@ struct ProxyHardeningTests {
     static func proxyInFrontOfStub() async throws -> (StubUpstream, ProxyProcess) {
         let stub = try await StubUpstream.start()
         do {
-            let yaml = ConnectorYAML.connector(name: "up", address: stub.url, username: "stub-user", password: "stub-secret-password")
+            let yaml = ConnectorYAML.connector(
+                name: "up", address: stub.url, username: "stub-user", password: "stub-secret-password")
             return (stub, try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml))
         } catch {
             stub.stop()
@@ -325,8 +344,10 @@ struct ProxyHardeningTests {
         let digest = sha256Digest(stub.blob)
         // HEAD and GET of a manifest (relayed as bytes), a blob GET (streamed on the event loop),
         // a tag list, and a read with a query (the responder).
-        for (method, path) in [("HEAD", "manifests/v1"), ("GET", "manifests/v1"), ("HEAD", "manifests/v1"),
-                               ("GET", "blobs/\(digest)"), ("GET", "tags/list"), ("GET", "tags/list?n=5"), ("GET", "manifests/v1?x=1")] {
+        for (method, path) in [
+            ("HEAD", "manifests/v1"), ("GET", "manifests/v1"), ("HEAD", "manifests/v1"),
+            ("GET", "blobs/\(digest)"), ("GET", "tags/list"), ("GET", "tags/list?n=5"), ("GET", "manifests/v1?x=1"),
+        ] {
             let response = try Curl.request(method, "\(base)/\(path)", token: token)
             #expect(response.status == 200, "\(method) \(path)")
             for name in ["Authorization", "Proxy-Authorization", "Set-Cookie"] {
@@ -351,7 +372,9 @@ struct ProxyHardeningTests {
                 #expect(response.header("Location") == nil)
                 #expect(response.header("WWW-Authenticate") == nil)
                 #expect(!response.text.contains("storage-says-no"))
-                if method == "GET" { #expect(response.text.contains(#""code":"UNAVAILABLE""#), "\(repository): \(response.text)") }
+                if method == "GET" {
+                    #expect(response.text.contains(#""code":"UNAVAILABLE""#), "\(repository): \(response.text)")
+                }
             }
         }
         let manifestLoop = try Curl.request("GET", "\(base)/loop/app/manifests/v1", token: token)

@@ -10,8 +10,9 @@ struct ProxyStreamingTests {
     static func stubProxy(_ stub: StubUpstream, parameters: [String: String] = [:]) async throws -> ProxyProcess {
         try await ProxyProcess.start(
             binDirectory: Tool.binDirectory,
-            connectorsYAML: ConnectorYAML.connector(name: "up", address: stub.url, username: "stub-user", password: "stub-secret",
-                                                    extraParams: parameters))
+            connectorsYAML: ConnectorYAML.connector(
+                name: "up", address: stub.url, username: "stub-user", password: "stub-secret",
+                extraParams: parameters))
     }
 
     @Test func redirectsAreFollowedWithoutCredentialsOnAnotherOrigin() async throws {
@@ -60,11 +61,13 @@ struct ProxyStreamingTests {
         // Reads answered on the event loop (some slow upstream; manifest GETs with bodies of several
         // reads), mixed with the proxy's own `/v2/`, answered at once on the event loop too, and a
         // refused connector, which the responder answers.
-        let output = try runCommand("/usr/bin/env", [
-            "python3", script.path, proxy.host, "HEAD:\(slow)", "GET:\(prefix)/", "GET:\(slowManifest)", "HEAD:\(slow)",
-            "GET:/v2/namespaces/team-a/connectors/nope/plain/app/blobs/\(Self.digest)", "HEAD:\(plain)", "GET:\(plain)",
-            "GET:\(manifest)", "HEAD:\(slowManifest)", "GET:\(manifest)",
-        ], input: try proxy.token())
+        let output = try runCommand(
+            "/usr/bin/env",
+            [
+                "python3", script.path, proxy.host, "HEAD:\(slow)", "GET:\(prefix)/", "GET:\(slowManifest)", "HEAD:\(slow)",
+                "GET:/v2/namespaces/team-a/connectors/nope/plain/app/blobs/\(Self.digest)", "HEAD:\(plain)", "GET:\(plain)",
+                "GET:\(manifest)", "HEAD:\(slowManifest)", "GET:\(manifest)",
+            ], input: try proxy.token())
         let responses = try JSONDecoder().decode([[Int?]].self, from: Data(output.utf8))
         let size = stub.blob.count
         try #require(responses.count == 10, "\(output)")
@@ -80,7 +83,8 @@ struct ProxyStreamingTests {
         let proxy = try await Self.stubProxy(stub, parameters: ["redirects": "pass"])
         defer { proxy.stop() }
         let response = try Curl.request(
-            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)", token: proxy.token())
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/redirect/app/blobs/\(Self.digest)",
+            token: proxy.token())
         #expect(response.status == 307)
         #expect(response.header("Location") == "http://localhost:\(stub.port)/storage/blob?sig=1")
         #expect(stub.storageAuthorizations.isEmpty)
@@ -96,11 +100,15 @@ struct ProxyStreamingTests {
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/hold/app/blobs/uploads"
         let token = try proxy.token()
         let transfers = (0..<StubUpstream.heldUploads).map { index in
-            ["-u", "w:\(token)", "-X", "PUT", "--data-binary", "x", "-o", "/dev/null", "-w", "%{http_code}\n",
-             "\(base)/upload-\(index)?digest=\(Self.digest)"]
+            [
+                "-u", "w:\(token)", "-X", "PUT", "--data-binary", "x", "-o", "/dev/null", "-w", "%{http_code}\n",
+                "\(base)/upload-\(index)?digest=\(Self.digest)",
+            ]
         }
-        let output = try runCommand("/usr/bin/curl", ["-s", "--parallel", "--parallel-immediate", "--parallel-max", "\(transfers.count)"]
-            + transfers.joined(separator: ["--next"]))
+        let output = try runCommand(
+            "/usr/bin/curl",
+            ["-s", "--parallel", "--parallel-immediate", "--parallel-max", "\(transfers.count)"]
+                + transfers.joined(separator: ["--next"]))
         #expect(output.split(separator: "\n") == Array(repeating: "201", count: transfers.count), "\(output)")
         #expect(stub.mostUploadsInFlight == StubUpstream.heldUploads, "uploads waited for one another")
     }
@@ -151,7 +159,9 @@ struct ProxyStreamingTests {
         onEventLoop ? [] : ["-H", "Connection: keep-alive"]
     }
 
-    @Test(arguments: reads) func anUpstreamFailureMidBodyIsNotACleanResponse(path: String, viaStorage: Bool, onEventLoop: Bool) async throws {
+    @Test(arguments: reads) func anUpstreamFailureMidBodyIsNotACleanResponse(path: String, viaStorage: Bool, onEventLoop: Bool)
+        async throws
+    {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
@@ -160,16 +170,20 @@ struct ProxyStreamingTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         // curl fails (exit 18, partial transfer) instead of reporting a complete body.
         #expect(throws: (any Error).self) {
-            try runCommand("/usr/bin/curl", Self.pathArguments(onEventLoop: onEventLoop) + [
-                "-sf", "-u", "w:\(try proxy.token())", "-o", directory.appendingPathComponent("blob").path,
-                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("broken", viaStorage: viaStorage))/\(path)",
-            ])
+            try runCommand(
+                "/usr/bin/curl",
+                Self.pathArguments(onEventLoop: onEventLoop) + [
+                    "-sf", "-u", "w:\(try proxy.token())", "-o", directory.appendingPathComponent("blob").path,
+                    "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("broken", viaStorage: viaStorage))/\(path)",
+                ])
         }
         let received = (try? Data(contentsOf: directory.appendingPathComponent("blob")))?.count ?? 0
         #expect(received < stub.blob.count)
     }
 
-    @Test(arguments: reads) func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt(path: String, viaStorage: Bool, onEventLoop: Bool) async throws {
+    @Test(arguments: reads) func aSlowClientHoldsTheUpstreamBackAndLeavingCancelsIt(
+        path: String, viaStorage: Bool, onEventLoop: Bool
+    ) async throws {
         let stub = try await StubUpstream.start()
         defer { stub.stop() }
         let proxy = try await Self.stubProxy(stub)
@@ -177,20 +191,26 @@ struct ProxyStreamingTests {
         // A client reading 2 MiB/s for 3 seconds, then hanging up.
         let directory = try Loopback.temporaryDirectory("slow")
         let output = directory.appendingPathComponent("partial")
-        _ = try? runCommand("/usr/bin/curl", Self.pathArguments(onEventLoop: onEventLoop) + [
-            "-s", "--limit-rate", "2M", "--max-time", "3", "-u", "w:\(try proxy.token())", "-o", output.path,
-            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("endless", viaStorage: viaStorage))/\(path)",
-        ])
+        _ = try? runCommand(
+            "/usr/bin/curl",
+            Self.pathArguments(onEventLoop: onEventLoop) + [
+                "-s", "--limit-rate", "2M", "--max-time", "3", "-u", "w:\(try proxy.token())", "-o", output.path,
+                "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("endless", viaStorage: viaStorage))/\(path)",
+            ])
         let received = (try? FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? 0
         #expect(received > 0)
         // The proxy read from the upstream only what the client took plus what buffers hold (its
         // log line counts the bytes it passed on), and its memory stayed small.
         let repository = Self.repository("endless", viaStorage: viaStorage)
-        let logLine = try #require(try await proxy.logLine(containing: "repository=\(repository)"), "no log line for the aborted request")
-        let passed = logLine.split(separator: " ").first { $0.hasPrefix("bytes_out=") }
+        let logLine = try #require(
+            try await proxy.logLine(containing: "repository=\(repository)"), "no log line for the aborted request")
+        let passed =
+            logLine.split(separator: " ").first { $0.hasPrefix("bytes_out=") }
             .flatMap { Int($0.dropFirst("bytes_out=".count)) } ?? Int.max
         #expect(passed < received + (32 << 20), "the proxy passed \(passed) bytes, the client took \(received)")
-        print("slow client: took \(received) bytes, proxy passed \(passed), proxy peak RSS \((proxy.peakResidentKiB ?? 0) / 1024) MiB")
+        print(
+            "slow client: took \(received) bytes, proxy passed \(passed), proxy peak RSS \((proxy.peakResidentKiB ?? 0) / 1024) MiB"
+        )
         #expect((proxy.peakResidentKiB ?? .max) < 128 * 1024)
         #expect(logLine.contains("detail=aborted"), "\(logLine)")
         if viaStorage {
@@ -214,14 +234,17 @@ struct ProxyStreamingTests {
         let proxy = try await Self.stubProxy(stub)
         defer { proxy.stop() }
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
-        let curl = try Self.startCurl(["-X", method, "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1"])
+        let curl = try Self.startCurl([
+            "-X", method, "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1",
+        ])
         // The upstream answers 300 ms after it is asked: the client leaves as soon as it is (killed:
         // curl started from the test process does not end on SIGTERM).
         try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
         kill(curl.process.processIdentifier, SIGKILL)
         curl.process.waitUntilExit()
-        let logLine = try #require(try await proxy.logLine(containing: "repository=slow/app", attempts: 50),
-                                   "no log line for the abandoned request")
+        let logLine = try #require(
+            try await proxy.logLine(containing: "repository=slow/app", attempts: 50),
+            "no log line for the abandoned request")
         #expect(logLine.split(separator: " ").contains("status=499"), "\(logLine)")
         #expect(logLine.split(separator: " ").contains("method=\(method)"), "\(logLine)")
         let after = try Curl.request(method, "\(base)/plain/app/manifests/v1", token: proxy.token())
@@ -244,10 +267,12 @@ struct ProxyStreamingTests {
         // The upstream (or the storage it redirects to) answers 300 ms after it is asked; the proxy
         // is told to stop as soon as it holds a connection to the upstream (asking how it
         // authenticates, or asking for the read).
-        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("slow", viaStorage: viaStorage))/\(path)"
-        let curl = try Self.startCurl((method == "HEAD" ? ["-I"] : []) + Self.pathArguments(onEventLoop: onEventLoop) + [
-            "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
-        ])
+        let url =
+            "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/\(Self.repository("slow", viaStorage: viaStorage))/\(path)"
+        let curl = try Self.startCurl(
+            (method == "HEAD" ? ["-I"] : []) + Self.pathArguments(onEventLoop: onEventLoop) + [
+                "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
+            ])
         try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
         proxy.terminate()
         let output = curl.output()
@@ -268,9 +293,10 @@ struct ProxyStreamingTests {
         // The upstream redirects 300 ms after it is asked; the proxy is told to stop as soon as it
         // has begun asking.
         let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow-redirect/app/blobs/\(Self.digest)"
-        let curl = try Self.startCurl((method == "HEAD" ? ["-I"] : []) + [
-            "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
-        ])
+        let curl = try Self.startCurl(
+            (method == "HEAD" ? ["-I"] : []) + [
+                "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
+            ])
         try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
         proxy.terminate()
         let output = curl.output()
@@ -316,7 +342,8 @@ struct ProxyStreamingTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("blob")
         try runCommand("/bin/sh", ["-c", "head -c \(mebibytes)M /dev/urandom > '\(file.path)'"])
-        let digest = "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let digest =
+            "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
         let token = try proxy.token()
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
         let octets = ["Content-Type": "application/octet-stream"]
@@ -328,16 +355,19 @@ struct ProxyStreamingTests {
         #expect(put.status == 201, "\(put.text)")
 
         // Chunked: PATCH 64 MiB at a time with Content-Range, then an empty PUT.
-        var chunkLocation = try #require(try Curl.request("POST", "\(base)/big/chunked/blobs/uploads/", token: token).header("Location"))
+        var chunkLocation = try #require(
+            try Curl.request("POST", "\(base)/big/chunked/blobs/uploads/", token: token).header("Location"))
         let chunk = 64
         for (index, offset) in stride(from: 0, to: mebibytes, by: chunk).enumerated() {
             let part = directory.appendingPathComponent("part\(index)")
             let count = min(chunk, mebibytes - offset)
-            try runCommand("/bin/dd", ["if=\(file.path)", "of=\(part.path)", "bs=1M", "skip=\(offset)", "count=\(count)", "status=none"])
+            try runCommand(
+                "/bin/dd", ["if=\(file.path)", "of=\(part.path)", "bs=1M", "skip=\(offset)", "count=\(count)", "status=none"])
             let first = offset << 20
             let patch = try Curl.request(
                 "PATCH", chunkLocation,
-                headers: octets.merging(["Content-Range": "\(first)-\(first + (count << 20) - 1)"]) { $1 }, token: token, upload: part)
+                headers: octets.merging(["Content-Range": "\(first)-\(first + (count << 20) - 1)"]) { $1 }, token: token,
+                upload: part)
             #expect(patch.status == 202, "\(patch.text)")
             chunkLocation = try #require(patch.header("Location"))
             try FileManager.default.removeItem(at: part)

@@ -73,7 +73,9 @@ struct ReadParityTests {
             }
             let missing = try Curl.request("GET", "\(base)/manifests/nope", headers: Self.accept, token: token)
             #expect(missing.status == 404)
-            #expect(String(decoding: missing.body, as: UTF8.self).contains("MANIFEST_UNKNOWN"), "\(String(decoding: missing.body, as: UTF8.self))")
+            #expect(
+                String(decoding: missing.body, as: UTF8.self).contains("MANIFEST_UNKNOWN"),
+                "\(String(decoding: missing.body, as: UTF8.self))")
         }
         if kind == .anonymous {
             // The registry's header lines in its order.
@@ -84,7 +86,8 @@ struct ReadParityTests {
             #expect(relayed.body == direct.body)
 
             // A large manifest: streamed, whole.
-            let large = try ProxyEndToEndTests.seed(registry, kind, issuer, repository: "\(repository)-large", annotationBytes: 100_000)
+            let large = try ProxyEndToEndTests.seed(
+                registry, kind, issuer, repository: "\(repository)-large", annotationBytes: 100_000)
             let get = try Curl.request("GET", "\(base)-large/manifests/v1", headers: Self.accept, token: token)
             #expect(get.status == 200 && get.body == large.manifest, "\(get.status) \(get.body.count) bytes")
             #expect(get.header("Docker-Content-Digest") == large.manifestDigest)
@@ -108,7 +111,9 @@ struct ReadParityTests {
         let base = "http://\(proxy.host)/v2/"
         let connector = "\(base)namespaces/team-a/connectors/up/"
         let parsed = ["Connection": "keep-alive"]
-        let withoutDate = { (response: Curl.Response) in response.headers.filter { $0.0.lowercased() != "date" }.map { "\($0.0): \($0.1)" } }
+        let withoutDate = { (response: Curl.Response) in
+            response.headers.filter { $0.0.lowercased() != "date" }.map { "\($0.0): \($0.1)" }
+        }
         for method in ["GET", "HEAD"] {
             for url in [base, connector] {
                 let here = try Curl.request(method, url, token: token)
@@ -142,15 +147,22 @@ struct ReadParityTests {
         let accept = "|Accept=\(TestImage.manifestMediaType)"
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Scripts/raw_heads.py")
-        let output = try runCommand("/usr/bin/env", [
-            "python3", script.path, proxy.host, "HEAD:\(manifest)\(accept)", "GET:/v2/", "GET:\(manifest)\(accept)", "HEAD:\(blob)",
-            "HEAD:\(manifest)\(accept)|Connection=keep-alive", "HEAD:\(manifest)\(accept)", "GET:\(manifest)\(accept)",
-        ], input: token)
+        let output = try runCommand(
+            "/usr/bin/env",
+            [
+                "python3", script.path, proxy.host, "HEAD:\(manifest)\(accept)", "GET:/v2/", "GET:\(manifest)\(accept)",
+                "HEAD:\(blob)",
+                "HEAD:\(manifest)\(accept)|Connection=keep-alive", "HEAD:\(manifest)\(accept)", "GET:\(manifest)\(accept)",
+            ], input: token)
         let responses = try JSONDecoder().decode([[Value]].self, from: Data(output.utf8))
         try #require(responses.count == 7, "\(output)")
         let (size, digest) = (image.manifest.count, Value.text(image.manifestDigest))
-        for index in [0, 4, 5] { #expect(responses[index] == [.number(200), .number(size), .number(0), digest], "\(index): \(output)") }
-        for index in [2, 6] { #expect(responses[index] == [.number(200), .number(size), .number(size), digest], "\(index): \(output)") }
+        for index in [0, 4, 5] {
+            #expect(responses[index] == [.number(200), .number(size), .number(0), digest], "\(index): \(output)")
+        }
+        for index in [2, 6] {
+            #expect(responses[index] == [.number(200), .number(size), .number(size), digest], "\(index): \(output)")
+        }
         #expect(responses[1] == [.number(200), .number(2), .number(2), .none], "\(output)")
         #expect(Array(responses[3].prefix(3)) == [.number(200), .number(image.layer.count), .number(0)], "\(output)")
     }
@@ -169,28 +181,33 @@ struct ReadParityTests {
         let before = try #require(proxy.peakResidentKiB)
         let requests = 600  // 36 MB of answers
         let (host, port) = (proxy.host.split(separator: ":")[0], proxy.host.split(separator: ":")[1])
-        let output = try runCommand("/usr/bin/env", ["python3", "-c", """
-            import base64, socket, sys, threading, time
-            token = sys.stdin.read().strip()
-            auth = "Basic " + base64.b64encode(("w:" + token).encode()).decode()
-            wire = ("GET \(path) HTTP/1.1\\r\\nHost: \(host):\(port)\\r\\nAuthorization: " + auth +
-                    "\\r\\nAccept: \(TestImage.manifestMediaType)\\r\\n\\r\\n").encode()
-            connection = socket.create_connection(("\(host)", \(port)), timeout=60)
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            threading.Thread(target=lambda: connection.sendall(wire * \(requests)), daemon=True).start()
-            time.sleep(3)
-            reader = connection.makefile("rb")
-            complete = 0
-            for _ in range(\(requests)):
-                status = reader.readline().split()[1]
-                length = 0
-                while (line := reader.readline()) not in (b"\\r\\n", b""):
-                    name, _, value = line.decode().partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value)
-                complete += status == b"200" and len(reader.read(length)) == length == \(image.manifest.count)
-            print(complete)
-            """], input: token)
+        let output = try runCommand(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import base64, socket, sys, threading, time
+                token = sys.stdin.read().strip()
+                auth = "Basic " + base64.b64encode(("w:" + token).encode()).decode()
+                wire = ("GET \(path) HTTP/1.1\\r\\nHost: \(host):\(port)\\r\\nAuthorization: " + auth +
+                        "\\r\\nAccept: \(TestImage.manifestMediaType)\\r\\n\\r\\n").encode()
+                connection = socket.create_connection(("\(host)", \(port)), timeout=60)
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                threading.Thread(target=lambda: connection.sendall(wire * \(requests)), daemon=True).start()
+                time.sleep(3)
+                reader = connection.makefile("rb")
+                complete = 0
+                for _ in range(\(requests)):
+                    status = reader.readline().split()[1]
+                    length = 0
+                    while (line := reader.readline()) not in (b"\\r\\n", b""):
+                        name, _, value = line.decode().partition(":")
+                        if name.strip().lower() == "content-length":
+                            length = int(value)
+                    complete += status == b"200" and len(reader.read(length)) == length == \(image.manifest.count)
+                print(complete)
+                """,
+            ], input: token)
         #expect(output.trimmingCharacters(in: .whitespacesAndNewlines) == "\(requests)")
         let growth = try #require(proxy.peakResidentKiB) - before
         #expect(growth < 16 * 1024, "the proxy's peak RSS grew by \(growth) KiB")
@@ -202,12 +219,17 @@ struct ReadParityTests {
         let (proxy, _, _) = try await ProxyEndToEndTests.proxy(for: .anonymous)
         defer { proxy.stop() }
         let (host, port) = (proxy.host.split(separator: ":")[0], proxy.host.split(separator: ":")[1])
-        let output = try runCommand("/usr/bin/env", ["python3", "-c", """
-            import socket
-            connection = socket.create_connection(("\(host)", \(port)), timeout=20)
-            connection.sendall(bytes.fromhex("16030100f8010000f40303") + bytes(32))
-            print(connection.recv(200).split(b"\\r\\n")[0].decode())
-            """])
+        let output = try runCommand(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import socket
+                connection = socket.create_connection(("\(host)", \(port)), timeout=20)
+                connection.sendall(bytes.fromhex("16030100f8010000f40303") + bytes(32))
+                print(connection.recv(200).split(b"\\r\\n")[0].decode())
+                """,
+            ])
         #expect(output.hasPrefix("HTTP/1.1 400"), "\(output)")
     }
 
@@ -236,13 +258,17 @@ struct ReadParityTests {
         let token = try proxy.token(actions: "pull,push,delete")
         for method in ["GET", "HEAD", "DELETE", "PUT"] {
             for reference in [".INVALID_MANIFEST_NAME", "-leading-dash", String(repeating: "a", count: 129)] {
-                let direct = try Curl.request(method, "\(registry.url)/v2/parity/app/manifests/\(reference)", headers: Self.accept)
+                let direct = try Curl.request(
+                    method, "\(registry.url)/v2/parity/app/manifests/\(reference)", headers: Self.accept)
                 let proxied = try Curl.request(
                     method, "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/parity/app/manifests/\(reference)",
                     headers: Self.accept, token: token)
-                #expect(proxied.status == direct.status, "\(method) \(reference): \(proxied.status), the registry \(direct.status)")
+                #expect(
+                    proxied.status == direct.status, "\(method) \(reference): \(proxied.status), the registry \(direct.status)")
                 if method != "HEAD" {
-                    #expect(proxied.text.hasPrefix(#"{"errors":[{"code":"MANIFEST_UNKNOWN""#), "\(method) \(reference): \(proxied.text)")
+                    #expect(
+                        proxied.text.hasPrefix(#"{"errors":[{"code":"MANIFEST_UNKNOWN""#),
+                        "\(method) \(reference): \(proxied.text)")
                 }
             }
         }

@@ -14,11 +14,12 @@ struct RenderCommandTests {
     }
 
     static func render(_ proxy: ProxyProcess, _ output: URL, _ extra: [String] = []) throws -> Tool.Result {
-        try Tool.run([
-            "oci-connector-config", "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path,
-            "--connector", "team-a/up", "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey,
-            "--output", output.path, "--actions", "pull,push",
-        ] + extra)
+        try Tool.run(
+            [
+                "oci-connector-config", "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path,
+                "--connector", "team-a/up", "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey,
+                "--output", output.path, "--actions", "pull,push",
+            ] + extra)
     }
 
     @Test func skopeoUsesTheRenderedFilesInBothModes() async throws {
@@ -36,14 +37,18 @@ struct RenderCommandTests {
         let address = try String(contentsOf: output.appendingPathComponent("connector.status.proxyAddress"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "http://", with: "")
         let common = ["--authfile", authfile, "--registries-conf", registriesConf]
-        try runCommand("/usr/bin/skopeo", ["copy"] + common + ["docker://\(address)/render/src:v1", "docker://\(address)/render/rewritten:v1"])
+        try runCommand(
+            "/usr/bin/skopeo",
+            ["copy"] + common + ["docker://\(address)/render/src:v1", "docker://\(address)/render/rewritten:v1"])
         let tags = try runCommand("/usr/bin/skopeo", ["list-tags"] + common + ["docker://\(address)/render/rewritten"])
         #expect(tags.contains("\"v1\""))
 
         // Mirror mode: the original upstream names, resolved through the proxy by registries.conf.
-        try runCommand("/usr/bin/skopeo", ["copy"] + common + [
-            "docker://\(registry.host)/render/src:v1", "docker://\(registry.host)/render/mirrored:v1",
-        ])
+        try runCommand(
+            "/usr/bin/skopeo",
+            ["copy"] + common + [
+                "docker://\(registry.host)/render/src:v1", "docker://\(registry.host)/render/mirrored:v1",
+            ])
         let inspected = try runCommand("/usr/bin/skopeo", ["inspect"] + common + ["docker://\(registry.host)/render/mirrored:v1"])
         #expect(inspected.contains("render/mirrored"))
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
@@ -79,7 +84,9 @@ struct RenderCommandTests {
         let second = try await Self.waitForChange(of: tokenFile, from: first, until: try ProxyProcess.expiry(of: first))
         #expect(second != first, "the token was not re-rendered before it expired")
         #expect(try await Self.statusOnceRefused(first, by: proxy) == 401)
-        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: try String(contentsOf: tokenFile, encoding: .utf8)).status == 200)
+        #expect(
+            try Curl.request("GET", "http://\(proxy.host)/v2/", token: try String(contentsOf: tokenFile, encoding: .utf8)).status
+                == 200)
         watcher.terminate()
         watcher.waitUntilExit()
         #expect(watcher.terminationReason == .exit && watcher.terminationStatus == 0)

@@ -16,7 +16,8 @@ enum Tool {
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         // The bundle may be a directory (.xctest) inside the products folder.
         while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("oci-connector-config").path),
-              directory.path != "/" {
+            directory.path != "/"
+        {
             directory.deleteLastPathComponent()
         }
         return directory

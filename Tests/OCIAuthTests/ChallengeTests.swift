@@ -6,29 +6,54 @@ import Testing
 struct ChallengeTests {
     static let vectors: [(String, [AuthChallenge])] = [
         // CNCF distribution's token challenge.
-        (#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#,
-         [AuthChallenge(scheme: "Bearer", parameters: [
-             "realm": "https://auth.docker.io/token", "service": "registry.docker.io", "scope": "repository:library/ubuntu:pull",
-         ])]),
+        (
+            #"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#,
+            [
+                AuthChallenge(
+                    scheme: "Bearer",
+                    parameters: [
+                        "realm": "https://auth.docker.io/token", "service": "registry.docker.io",
+                        "scope": "repository:library/ubuntu:pull",
+                    ])
+            ]
+        ),
         // Harbor, with spaces after commas and a multi-scope value.
-        (#"Bearer realm="https://harbor.example.com/service/token", service="harbor-registry", scope="repository:a/b:pull,push repository:c/d:pull""#,
-         [AuthChallenge(scheme: "bearer", parameters: [
-             "realm": "https://harbor.example.com/service/token", "service": "harbor-registry",
-             "scope": "repository:a/b:pull,push repository:c/d:pull",
-         ])]),
+        (
+            #"Bearer realm="https://harbor.example.com/service/token", service="harbor-registry", scope="repository:a/b:pull,push repository:c/d:pull""#,
+            [
+                AuthChallenge(
+                    scheme: "bearer",
+                    parameters: [
+                        "realm": "https://harbor.example.com/service/token", "service": "harbor-registry",
+                        "scope": "repository:a/b:pull,push repository:c/d:pull",
+                    ])
+            ]
+        ),
         // htpasswd registry.
         (#"Basic realm="test-registry""#, [AuthChallenge(scheme: "basic", parameters: ["realm": "test-registry"])]),
         // Case-insensitive scheme and parameter names, token values.
-        ("BASIC REALM=simple, Charset=UTF-8", [AuthChallenge(scheme: "basic", parameters: ["realm": "simple", "charset": "UTF-8"])]),
+        (
+            "BASIC REALM=simple, Charset=UTF-8",
+            [AuthChallenge(scheme: "basic", parameters: ["realm": "simple", "charset": "UTF-8"])]
+        ),
         // RFC 9110's example: two challenges, an escaped quote, and a comma inside quotes.
-        (#"Newauth realm="apps", type=1, title="Login to \"apps\", please", Basic realm="simple""#,
-         [AuthChallenge(scheme: "newauth", parameters: ["realm": "apps", "type": "1", "title": #"Login to "apps", please"#]),
-          AuthChallenge(scheme: "basic", parameters: ["realm": "simple"])]),
+        (
+            #"Newauth realm="apps", type=1, title="Login to \"apps\", please", Basic realm="simple""#,
+            [
+                AuthChallenge(
+                    scheme: "newauth", parameters: ["realm": "apps", "type": "1", "title": #"Login to "apps", please"#]),
+                AuthChallenge(scheme: "basic", parameters: ["realm": "simple"]),
+            ]
+        ),
         // token68, and a bare scheme between others, with empty list elements.
-        ("Negotiate YIIB3gYGKwYBBQUCoII==, , NTLM, Bearer realm=x",
-         [AuthChallenge(scheme: "negotiate", token68: "YIIB3gYGKwYBBQUCoII=="),
-          AuthChallenge(scheme: "ntlm"),
-          AuthChallenge(scheme: "bearer", parameters: ["realm": "x"])]),
+        (
+            "Negotiate YIIB3gYGKwYBBQUCoII==, , NTLM, Bearer realm=x",
+            [
+                AuthChallenge(scheme: "negotiate", token68: "YIIB3gYGKwYBBQUCoII=="),
+                AuthChallenge(scheme: "ntlm"),
+                AuthChallenge(scheme: "bearer", parameters: ["realm": "x"]),
+            ]
+        ),
         ("Bearer", [AuthChallenge(scheme: "bearer")]),
         ("", []),
         // Whitespace around "=" (BWS).
@@ -75,14 +100,15 @@ struct ChallengeTests {
 
 @Suite("Scopes")
 struct ScopeTests {
-    @Test(arguments: [
-        ("repository:team/app:pull", "repository", nil, "team/app", ["pull"]),
-        ("repository:team/app:push,pull,pull", "repository", nil, "team/app", ["pull", "push"]),
-        ("registry:catalog:*", "registry", nil, "catalog", ["*"]),
-        ("repository(plugin):vieux/sshfs:pull", "repository", "plugin", "vieux/sshfs", ["pull"]),
-        ("repository:localhost:5000/app:pull", "repository", nil, "localhost:5000/app", ["pull"]),
-        ("repository:app:", "repository", nil, "app", []),
-    ] as [(String, String, String?, String, [String])])
+    @Test(
+        arguments: [
+            ("repository:team/app:pull", "repository", nil, "team/app", ["pull"]),
+            ("repository:team/app:push,pull,pull", "repository", nil, "team/app", ["pull", "push"]),
+            ("registry:catalog:*", "registry", nil, "catalog", ["*"]),
+            ("repository(plugin):vieux/sshfs:pull", "repository", "plugin", "vieux/sshfs", ["pull"]),
+            ("repository:localhost:5000/app:pull", "repository", nil, "localhost:5000/app", ["pull"]),
+            ("repository:app:", "repository", nil, "app", []),
+        ] as [(String, String, String?, String, [String])])
     func parses(_ text: String, _ type: String, _ resourceClass: String?, _ name: String, _ actions: [String]) throws {
         let scope = try #require(Scope(parsing: text))
         #expect(scope.resourceType == type)
@@ -113,8 +139,9 @@ struct ScopeTests {
         #expect(ScopeHints.scopes(method: "DELETE", route: manifest).description == "repository:team/app:delete")
         let upload = try RegistryRoute(path: "/v2/team/app/blobs/uploads/")
         #expect(ScopeHints.scopes(method: "POST", route: upload).description == "repository:team/app:pull,push")
-        #expect(ScopeHints.scopes(method: "POST", route: upload, mountFrom: "team/base").description
-                    == "repository:team/app:pull,push repository:team/base:pull")
+        #expect(
+            ScopeHints.scopes(method: "POST", route: upload, mountFrom: "team/base").description
+                == "repository:team/app:pull,push repository:team/base:pull")
         let session = try RegistryRoute(path: "/v2/team/app/blobs/uploads/abc")
         #expect(ScopeHints.scopes(method: "PATCH", route: session).description == "repository:team/app:pull,push")
         #expect(ScopeHints.scopes(method: "DELETE", route: session).description == "repository:team/app:pull,push")

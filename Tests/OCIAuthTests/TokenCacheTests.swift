@@ -7,11 +7,16 @@ import Testing
 /// in place of a token server (the end-to-end tests use the real one).
 @Suite("Token cache")
 struct TokenCacheTests {
-    let key = TokenCache.Key(connector: try! ConnectorID(parsing: "team-a/harbor"), scopes: ScopeSet(parsing: "repository:a:pull"))
+    let key = TokenCache.Key(
+        connector: try! ConnectorID(parsing: "team-a/harbor"), scopes: ScopeSet(parsing: "repository:a:pull"))
 
     final class Counter: Sendable {
         let value = Mutex(0)
-        func next() -> Int { value.withLock { $0 += 1; return $0 } }
+        func next() -> Int {
+            value.withLock {
+                $0 += 1; return $0
+            }
+        }
         var count: Int { value.withLock { $0 } }
     }
 
@@ -46,7 +51,8 @@ struct TokenCacheTests {
         // A 100 s token: refresh due after 75 s, usable until 80 s (the margin is at most a fifth
         // of the lifetime).
         let clock = ManualClock()
-        let cache = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.75), clock: clock)
+        let cache = TokenCache(
+            configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.75), clock: clock)
         let counter = Counter()
         let refreshTokens = Mutex<[String?]>([])
         let gate = Gate()
@@ -81,7 +87,8 @@ struct TokenCacheTests {
     @Test func anExpiredTokenIsNeverServed() async throws {
         // A 100 s token: refresh due after 50 s, usable until 80 s.
         let clock = ManualClock()
-        let cache = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
+        let cache = TokenCache(
+            configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
         let counter = Counter()
         let fetch: TokenCache.Fetch = { _ async throws(AuthError) -> RegistryToken in
             RegistryToken(value: "token-\(counter.next())", lifetime: .seconds(100))
@@ -143,7 +150,9 @@ struct TokenCacheTests {
     ]
 
     @Test(arguments: stages)
-    func timingBoundaries(lifetime: Duration, configuration: TokenCache.Configuration, at instant: Duration, stage: Stage) async throws {
+    func timingBoundaries(lifetime: Duration, configuration: TokenCache.Configuration, at instant: Duration, stage: Stage)
+        async throws
+    {
         let clock = ManualClock()
         let cache = TokenCache(configuration: configuration, clock: clock)
         let counter = Counter()

@@ -36,7 +36,8 @@ struct UpstreamAuthTests {
             _ = try await started.body.collect(upTo: 1 << 16)
             try #require(started.status == .accepted, "upload POST answered \(started.status)")
             let location = try #require(started.headers.first(name: "Location"))
-            let url = (location.hasPrefix("/") ? client.url(location) : location)
+            let url =
+                (location.hasPrefix("/") ? client.url(location) : location)
                 + (location.contains("?") ? "&" : "?") + "digest=\(sha256Digest(blob))"
             var finish = HTTPClientRequest(url: url)
             finish.method = .PUT
@@ -201,7 +202,8 @@ struct UpstreamAuthTests {
         // and usable until 270 s. The registry checks them against the real clock, which stays
         // well inside their lifetime.
         let clock = ManualClock()
-        let tokens = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
+        let tokens = TokenCache(
+            configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
         let client = try Self.upstream(registry, SharedRegistries.robotUser, tokens: tokens)
         try await Self.push(TestImage(seed: 7), to: "refresh/app", tag: "v1", with: client)
         let key = TokenCache.Key(connector: client.connector.id, scopes: [.repository("refresh/app", actions: ["pull"])])
@@ -229,7 +231,8 @@ struct UpstreamAuthTests {
         let (registry, issuer) = try await TokenAuthRegistry.start()
         defer { registry.stop(); issuer.stop() }
         let clock = ManualClock()
-        let tokens = TokenCache(configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
+        let tokens = TokenCache(
+            configuration: .init(minimumLifetime: .zero, safetyMargin: .seconds(30), refreshFraction: 0.5), clock: clock)
         let client = try Self.upstream(registry, SharedRegistries.robotUser, parameters: ["tokenMethod": "post"], tokens: tokens)
         try await Self.push(TestImage(seed: 8), to: "oauth/app", tag: "v1", with: client)
         #expect(issuer.counts.get == 0)
@@ -273,7 +276,8 @@ struct UpstreamAuthTests {
 
     @Test func anUnreachableRegistry() async throws {
         let port = try Loopback.freePort()
-        let connector = Connector(id: try ConnectorID(parsing: "team-a/gone"), address: try RegistryAddress(parsing: "http://127.0.0.1:\(port)"))
+        let connector = Connector(
+            id: try ConnectorID(parsing: "team-a/gone"), address: try RegistryAddress(parsing: "http://127.0.0.1:\(port)"))
         let client = UpstreamClient(connector: connector, httpClient: Self.httpClient, tokens: TokenCache())
         await Self.expectFailure(.unreachable) {
             _ = try await HealthCheck(client: client).run(repository: "x/y", action: .pull)
@@ -283,7 +287,9 @@ struct UpstreamAuthTests {
     @Test func aTLSFailure() async throws {
         // TLS to a port that speaks plain HTTP fails the handshake.
         let registry = try await SharedRegistries.shared.anonymous()
-        let connector = Connector(id: try ConnectorID(parsing: "team-a/tls"), address: try RegistryAddress(parsing: "https://127.0.0.1:\(registry.port)"))
+        let connector = Connector(
+            id: try ConnectorID(parsing: "team-a/tls"),
+            address: try RegistryAddress(parsing: "https://127.0.0.1:\(registry.port)"))
         let client = UpstreamClient(connector: connector, httpClient: Self.httpClient, tokens: TokenCache())
         await Self.expectFailure(.tlsFailure) {
             _ = try await HealthCheck(client: client).run(repository: "x/y", action: .pull)
@@ -297,7 +303,8 @@ struct UpstreamAuthTests {
         let address = try RegistryAddress(parsing: registry.url)
 
         // The system trust store does not know the registry's certificate.
-        let untrusted = UpstreamClient(connector: Connector(id: id, address: address), httpClient: Self.httpClient, tokens: TokenCache())
+        let untrusted = UpstreamClient(
+            connector: Connector(id: id, address: address), httpClient: Self.httpClient, tokens: TokenCache())
         await Self.expectFailure(.tlsFailure) {
             _ = try await HealthCheck(client: untrusted).run(repository: "tls/app", action: .push)
         }

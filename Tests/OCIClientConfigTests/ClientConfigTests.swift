@@ -9,15 +9,17 @@ struct ClientConfigTests {
     static let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Golden")
 
     static func config(proxy: String = "http://proxy.example:8080") throws -> ClientConfig {
-        let connectors = try ConnectorCatalog.parse(yaml: """
-            kind: Connector
-            metadata: {name: harbor, namespace: team-a}
-            spec: {address: https://harbor.example.com}
-            ---
-            kind: Connector
-            metadata: {name: hub, namespace: team-b}
-            spec: {address: https://index.docker.io}
-            """).connectors.values
+        let connectors = try ConnectorCatalog.parse(
+            yaml: """
+                kind: Connector
+                metadata: {name: harbor, namespace: team-a}
+                spec: {address: https://harbor.example.com}
+                ---
+                kind: Connector
+                metadata: {name: hub, namespace: team-b}
+                spec: {address: https://index.docker.io}
+                """
+        ).connectors.values
         return try ClientConfig(connectors: Array(connectors), proxyURL: proxy, token: "TEST-TOKEN.payload.signature")
     }
 
@@ -60,8 +62,10 @@ struct ClientConfigTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("render-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         try ConfigWriter.write(ClientConfigRenderer.render(try Self.config()), to: directory.path)
-        for (path, mode) in [("config.json", 0o600), (".env", 0o600), ("context.token", 0o600), ("pull-secret.yaml", 0o600),
-                             ("buildkitd.toml", 0o644), ("registries.conf", 0o644)] {
+        for (path, mode) in [
+            ("config.json", 0o600), (".env", 0o600), ("context.token", 0o600), ("pull-secret.yaml", 0o600),
+            ("buildkitd.toml", 0o644), ("registries.conf", 0o644),
+        ] {
             let attributes = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent(path).path)
             #expect((attributes[.posixPermissions] as? Int) == mode, "\(path)")
         }
@@ -77,7 +81,8 @@ struct ClientConfigTests {
         let paths = { (text: String) throws -> [String] in
             ClientConfigRenderer.render(config, selection: try Selection(parsing: text)).map(\.path)
         }
-        #expect(try paths("registry-config") == [".env", "config.json", "connector.status.proxyAddress", "context.token", "flags"])
+        #expect(
+            try paths("registry-config") == [".env", "config.json", "connector.status.proxyAddress", "context.token", "flags"])
         #expect(try paths("registry-config,!context.token,!flags") == [".env", "config.json", "connector.status.proxyAddress"])
         let merged = ClientConfigRenderer.render(config, selection: try Selection(parsing: "containers,mirror"))
         let registries = try #require(merged.first { $0.path == "registries.conf" })
@@ -95,7 +100,8 @@ enum Python {
     static func tomlParse(_ paths: [String]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import sys, tomllib\nfor p in sys.argv[1:]:\n    tomllib.load(open(p, 'rb'))"] + paths
+        process.arguments =
+            ["python3", "-c", "import sys, tomllib\nfor p in sys.argv[1:]:\n    tomllib.load(open(p, 'rb'))"] + paths
         let errors = Pipe()
         process.standardError = errors
         try process.run()

@@ -1,11 +1,14 @@
 import Foundation
-@testable import OCIClientConfig
 import Testing
+
+@testable import OCIClientConfig
 
 @Suite("Exact TOML and JSON escaping")
 struct EscapingTests {
-    static let awkward = ["plain", "quote \" inside", "back\\slash", "new\nline\ttab\rreturn", "bell\u{07}nul\u{01}del\u{7f}",
-                          "ünïcödé ✓ 日本", "'single'", "]] [[registry]] x = 1"]
+    static let awkward = [
+        "plain", "quote \" inside", "back\\slash", "new\nline\ttab\rreturn", "bell\u{07}nul\u{01}del\u{7f}",
+        "ünïcödé ✓ 日本", "'single'", "]] [[registry]] x = 1",
+    ]
 
     @Test func jsonRoundTrips() throws {
         for value in Self.awkward {
@@ -26,12 +29,15 @@ struct EscapingTests {
         try JSONSerialization.data(withJSONObject: Self.awkward).write(to: expected)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", """
+        process.arguments = [
+            "python3", "-c",
+            """
             import json, sys, tomllib
             values = tomllib.load(open(sys.argv[1], 'rb'))
             expected = json.load(open(sys.argv[2]))
             sys.exit(0 if [values[f"k{i}"] for i in range(len(expected))] == expected else 1)
-            """, file.path, expected.path]
+            """, file.path, expected.path,
+        ]
         try process.run()
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)

@@ -1,7 +1,8 @@
 import Foundation
-@testable import OCIConnectorProxy
 import OCIProxyToken
 import Testing
+
+@testable import OCIConnectorProxy
 
 /// Remembering verified tokens must not stretch what a token allows.
 @Suite("Client authentication")
@@ -60,7 +61,8 @@ struct ClientAuthenticatorTests {
         expectRefusal("signature") { () throws(RegistryErrorResponse) in
             try authenticator.claims(authorization: "Bearer " + parts.joined(separator: "."))
         }
-        let foreign = ProxyTokenSigner().sign(ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
+        let foreign = ProxyTokenSigner().sign(
+            ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
         expectRefusal("signature") { () throws(RegistryErrorResponse) in try authenticator.claims(authorization: basic(foreign)) }
     }
 
@@ -76,7 +78,8 @@ struct ClientAuthenticatorTests {
         }
         // A different header on the same connection is verified on its own, and a refused one
         // leaves the last good one in place.
-        let foreign = ProxyTokenSigner().sign(ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
+        let foreign = ProxyTokenSigner().sign(
+            ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
         expectRefusal("signature") { () throws(RegistryErrorResponse) in
             try authenticator.claims(authorization: basic(foreign), last: &last)
         }

@@ -225,7 +225,8 @@ struct ClientConnectionTests {
         let starter = Starter()
         starter.continues = true
         let (channel, _) = try Self.channel(starter)
-        try channel.writeInbound(ByteBuffer(string: "PUT /u HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(string: "PUT /u HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"))
         #expect(try Self.written(channel) == "HTTP/1.1 100 Continue\r\n\r\n")
         try channel.writeInbound(ByteBuffer(string: "ok"))
         let exchange = try #require(starter.exchanges.first)
@@ -290,7 +291,8 @@ struct ClientConnectionTests {
     @Test func aBodyThatWillNotComeWholeFailsTheExchange() throws {
         let starter = Starter()
         let (channel, _) = try Self.channel(starter)
-        try channel.writeInbound(ByteBuffer(string: "PUT /u HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(string: "PUT /u HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"))
         _ = try? channel.writeInbound(ByteBuffer(string: "zz\r\n"))  // Not a chunk size.
         let exchange = try #require(starter.exchanges.first)
         #expect(exchange.body == ["hello"] && exchange.failed && !exchange.ended)
@@ -318,11 +320,13 @@ struct ClientConnectionTests {
 
     /// A proxy for one connector whose registry is never reached: these answers come first.
     static func proxy() throws -> ConnectorProxy {
-        let connector = Connector(id: try ConnectorID(namespace: "team", name: "hub"),
-                                  address: try RegistryAddress(parsing: "http://127.0.0.1:9"), credentials: nil)
-        return try ConnectorProxy(catalog: ConnectorCatalog([connector]),
-                                  verifier: ProxyTokenVerifier(keys: [ProxyTokenSigner().verificationKey]),
-                                  logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let connector = Connector(
+            id: try ConnectorID(namespace: "team", name: "hub"),
+            address: try RegistryAddress(parsing: "http://127.0.0.1:9"), credentials: nil)
+        return try ConnectorProxy(
+            catalog: ConnectorCatalog([connector]),
+            verifier: ProxyTokenVerifier(keys: [ProxyTokenSigner().verificationKey]),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
     @Test func refusalsArePipelinedInOrderAndAnInvalidManifestNameIsUnknown() async throws {
@@ -330,11 +334,13 @@ struct ClientConnectionTests {
         defer { Task { await proxy.shutdown() } }
         let (channel, _) = try Self.channel(proxy)
         let prefix = "/v2/namespaces/team/connectors/hub/app"
-        try channel.writeInbound(ByteBuffer(string:
-            "HEAD \(prefix)/manifests/.INVALID_MANIFEST_NAME HTTP/1.1\r\nHost: p\r\n\r\n"
-            + "GET /v2/ HTTP/1.1\r\nHost: p\r\n\r\n"
-            + "PUT \(prefix)/manifests/.INVALID_MANIFEST_NAME HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\n\r\n{}"
-            + "DELETE \(prefix)/manifests/.INVALID_MANIFEST_NAME HTTP/1.1\r\nHost: p\r\n\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(
+                string:
+                    "HEAD \(prefix)/manifests/.INVALID_MANIFEST_NAME HTTP/1.1\r\nHost: p\r\n\r\n"
+                    + "GET /v2/ HTTP/1.1\r\nHost: p\r\n\r\n"
+                    + "PUT \(prefix)/manifests/.INVALID_MANIFEST_NAME HTTP/1.1\r\nHost: p\r\nContent-Length: 2\r\n\r\n{}"
+                    + "DELETE \(prefix)/manifests/.INVALID_MANIFEST_NAME HTTP/1.1\r\nHost: p\r\n\r\n"))
         for _ in 0..<4 { channel.embeddedEventLoop.run() }
         let written = try Self.written(channel)
         let statuses = written.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }

@@ -104,20 +104,24 @@ struct ConnectionHandlingTests {
         #expect(busy.step { $0.answerEnded() })
     }
 
-    @Test(arguments: [
-        ("GET / HTTP/1.1", [], .persistent),
-        ("GET / HTTP/1.1", [("Connection", "close")], .last),
-        ("GET / HTTP/1.0", [], .last),
-        ("GET / HTTP/1.0", [("Connection", "keep-alive")], .persistent),
-        ("CONNECT a:1 HTTP/1.1", [], .lastHead),
-        ("GET / HTTP/1.1", [("Upgrade", "websocket"), ("Connection", "Upgrade")], .lastHead),
-        ("GET / HTTP/1.1", [("Upgrade", "h2c")], .lastHead),
-    ] as [(String, [(String, String)], ConnectionPersistence.Continuation)])
-    func theHeadSaysWhetherTheConnectionGoesOn(_ line: String, _ fields: [(String, String)], _ expected: ConnectionPersistence.Continuation) {
+    @Test(
+        arguments: [
+            ("GET / HTTP/1.1", [], .persistent),
+            ("GET / HTTP/1.1", [("Connection", "close")], .last),
+            ("GET / HTTP/1.0", [], .last),
+            ("GET / HTTP/1.0", [("Connection", "keep-alive")], .persistent),
+            ("CONNECT a:1 HTTP/1.1", [], .lastHead),
+            ("GET / HTTP/1.1", [("Upgrade", "websocket"), ("Connection", "Upgrade")], .lastHead),
+            ("GET / HTTP/1.1", [("Upgrade", "h2c")], .lastHead),
+        ] as [(String, [(String, String)], ConnectionPersistence.Continuation)])
+    func theHeadSaysWhetherTheConnectionGoesOn(
+        _ line: String, _ fields: [(String, String)], _ expected: ConnectionPersistence.Continuation
+    ) {
         let parts = line.split(separator: " ")
         let version: HTTPVersion = parts[2] == "HTTP/1.0" ? .http1_0 : .http1_1
-        let head = HTTPRequestHead(version: version, method: HTTPMethod(rawValue: String(parts[0])), uri: String(parts[1]),
-                                   headers: HTTPHeaders(fields))
+        let head = HTTPRequestHead(
+            version: version, method: HTTPMethod(rawValue: String(parts[0])), uri: String(parts[1]),
+            headers: HTTPHeaders(fields))
         #expect(ConnectionPersistence.continuation(head) == expected)
     }
 
@@ -137,7 +141,8 @@ struct ConnectionHandlingTests {
         try operations.addHandler(persistence, position: .after(decoder))
         try operations.addHandler(recorder, position: .after(persistence))
         try operations.addHandler(
-            ConnectionGuard(limits: limits, counter: counter ?? ConnectionCounter(maximum: limits.maxConnections)), position: .first)
+            ConnectionGuard(limits: limits, counter: counter ?? ConnectionCounter(maximum: limits.maxConnections)),
+            position: .first)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, recorder)
     }
@@ -161,8 +166,12 @@ struct ConnectionHandlingTests {
 
         func answer(_ status: HTTPResponseStatus = .ok) {
             guard let context else { return }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status,
-                                                                    headers: ["Content-Length": "0"]))), promise: nil)
+            context.write(
+                wrapOutboundOut(
+                    .head(
+                        HTTPResponseHead(
+                            version: .http1_1, status: status,
+                            headers: ["Content-Length": "0"]))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
@@ -175,7 +184,8 @@ struct ConnectionHandlingTests {
         return text
     }
 
-    static let limits = ConnectionLimits(headerTimeout: .seconds(2), idleTimeout: .seconds(8), maxHeadBytes: 1024, maxConnections: 2)
+    static let limits = ConnectionLimits(
+        headerTimeout: .seconds(2), idleTimeout: .seconds(8), maxHeadBytes: 1024, maxConnections: 2)
 
     @Test func aHeadThatNeverEndsIsAnswered408AndClosed() throws {
         let (channel, recorder) = try Self.channel(limits: Self.limits)
@@ -209,7 +219,8 @@ struct ConnectionHandlingTests {
 
     @Test func anOversizedHeadIsAnswered431() throws {
         let (channel, recorder) = try Self.channel(limits: Self.limits)
-        _ = try? channel.writeInbound(ByteBuffer(string: "GET /v2/ HTTP/1.1\r\nX-Big: " + String(repeating: "a", count: 2000) + "\r\n\r\n"))
+        _ = try? channel.writeInbound(
+            ByteBuffer(string: "GET /v2/ HTTP/1.1\r\nX-Big: " + String(repeating: "a", count: 2000) + "\r\n\r\n"))
         let answer = try Self.written(channel)
         #expect(answer.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "\(answer)")
         #expect(answer.contains("Connection: close\r\n"))
@@ -232,9 +243,12 @@ struct ConnectionHandlingTests {
 
     @Test func anUploadSayingConnectionCloseHasItsWholeBodyRead() throws {
         let (channel, recorder) = try Self.channel(limits: Self.limits)
-        try channel.writeInbound(ByteBuffer(string: "PATCH /u HTTP/1.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"))
+        try channel.writeInbound(
+            ByteBuffer(string: "PATCH /u HTTP/1.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"))
         try channel.writeInbound(ByteBuffer(string: "2\r\nde\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n"))
-        let body = recorder.parts.compactMap { part -> String? in if case .body(let buffer) = part { String(buffer: buffer) } else { nil } }
+        let body = recorder.parts.compactMap { part -> String? in
+            if case .body(let buffer) = part { String(buffer: buffer) } else { nil }
+        }
         #expect(body.joined() == "abcde")
         #expect(recorder.parts.filter { if case .end = $0 { true } else { false } }.count == 1)
         #expect(recorder.heads.map(\.uri) == ["/u"])
@@ -246,7 +260,8 @@ struct ConnectionHandlingTests {
 
     @Test func pipelinedRequestsBeforeAnUpgradeAreAnsweredThenTheConnectionCloses() throws {
         let (channel, recorder) = try Self.channel(limits: Self.limits)
-        try channel.writeInbound(ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\nxxxx"))
+        try channel.writeInbound(
+            ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\nxxxx"))
         #expect(recorder.heads.map(\.uri) == ["/a", "/b"])
         recorder.answer()
         #expect(!(try Self.written(channel).contains("Connection: close")))

@@ -1,6 +1,7 @@
 import Foundation
-@testable import OCIConnectorProxy
 import Testing
+
+@testable import OCIConnectorProxy
 
 @Suite struct HTTPDateTests {
     /// IMF-fixdate (RFC 9110 §5.6.7), against Python's `email.utils.formatdate(usegmt=True)`.

@@ -13,13 +13,19 @@ struct HeaderRewriterTests {
 
     static let locations: [(String, String?)] = [
         // Relative, as distribution sends it.
-        ("/v2/team/app/blobs/uploads/5b9a?_state=abc%3D&x=1",
-         "http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/blobs/uploads/5b9a?_state=abc%3D&x=1"),
+        (
+            "/v2/team/app/blobs/uploads/5b9a?_state=abc%3D&x=1",
+            "http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/blobs/uploads/5b9a?_state=abc%3D&x=1"
+        ),
         // Absolute on the upstream, with and without its default port, any case.
-        ("https://harbor.example.com/v2/team/app/blobs/uploads/5b9a?_state=s",
-         "http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/blobs/uploads/5b9a?_state=s"),
-        ("https://HARBOR.example.com:443/v2/team/app/blobs/sha256:aa",
-         "http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/blobs/sha256:aa"),
+        (
+            "https://harbor.example.com/v2/team/app/blobs/uploads/5b9a?_state=s",
+            "http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/blobs/uploads/5b9a?_state=s"
+        ),
+        (
+            "https://HARBOR.example.com:443/v2/team/app/blobs/sha256:aa",
+            "http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/blobs/sha256:aa"
+        ),
         // Other origins (object storage, a downgrade, another port) are left alone.
         ("https://s3.example.com/bucket/blob?X-Amz-Signature=1", nil),
         ("http://harbor.example.com/v2/team/app/blobs/uploads/1", nil),
@@ -36,16 +42,22 @@ struct HeaderRewriterTests {
         let hostForm = HeaderRewriter(
             clientOrigin: "http://c-harbor.team-a.svc.cluster.local", repositoryPrefix: "",
             upstream: try! RegistryAddress(parsing: "https://harbor.example.com"))
-        #expect(hostForm.location("/v2/team/app/blobs/uploads/1?_state=s")
-                    == "http://c-harbor.team-a.svc.cluster.local/v2/team/app/blobs/uploads/1?_state=s")
+        #expect(
+            hostForm.location("/v2/team/app/blobs/uploads/1?_state=s")
+                == "http://c-harbor.team-a.svc.cluster.local/v2/team/app/blobs/uploads/1?_state=s")
     }
 
     @Test func links() {
-        #expect(rewriter.link(#"</v2/team/app/tags/list?n=2&last=b>; rel="next""#)
-                    == #"<http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/tags/list?n=2&last=b>; rel="next""#)
-        #expect(rewriter.link(#"</v2/_catalog?last=x&n=1>; rel="next""#)
-                    == #"<http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/_catalog?last=x&n=1>; rel="next""#)
-        #expect(rewriter.link(#"<https://elsewhere.example/x>; rel="alternate""#) == #"<https://elsewhere.example/x>; rel="alternate""#)
+        #expect(
+            rewriter.link(#"</v2/team/app/tags/list?n=2&last=b>; rel="next""#)
+                == #"<http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/team/app/tags/list?n=2&last=b>; rel="next""#
+        )
+        #expect(
+            rewriter.link(#"</v2/_catalog?last=x&n=1>; rel="next""#)
+                == #"<http://proxy.example:8080/v2/namespaces/team-a/connectors/harbor/_catalog?last=x&n=1>; rel="next""#)
+        #expect(
+            rewriter.link(#"<https://elsewhere.example/x>; rel="alternate""#)
+                == #"<https://elsewhere.example/x>; rel="alternate""#)
     }
 }
 
@@ -54,8 +66,10 @@ struct ProxyTokenTests {
     let signer = ProxyTokenSigner()
 
     @Test func signedTokensVerifyAndCarryTheirScope() throws {
-        let token = signer.sign(ProxyTokenClaims(
-            subject: "ci", connectors: ["team-a/harbor"], actions: ["pull", "push"], repositories: ["team/*", "base/**"], lifetime: 60))
+        let token = signer.sign(
+            ProxyTokenClaims(
+                subject: "ci", connectors: ["team-a/harbor"], actions: ["pull", "push"], repositories: ["team/*", "base/**"],
+                lifetime: 60))
         let claims = try ProxyTokenVerifier(keys: [signer.verificationKey]).verify(token)
         #expect(claims.allows(connector: "team-a/harbor", action: "pull", repository: "team/app"))
         #expect(claims.allows(connector: "team-a/harbor", action: "push", repository: "base/images/go"))
@@ -69,23 +83,31 @@ struct ProxyTokenTests {
         let old = ProxyTokenSigner()
         let verifier = ProxyTokenVerifier(keys: [signer.verificationKey, old.verificationKey])
         for key in [signer, old] {
-            _ = try verifier.verify(key.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60)))
+            _ = try verifier.verify(
+                key.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60)))
         }
     }
 
     @Test func refusals() throws {
         let verifier = ProxyTokenVerifier(keys: [signer.verificationKey])
         let good = signer.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
-        let expired = signer.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60,
-                                                   now: Date(timeIntervalSinceNow: -3600)))
-        let future = signer.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60,
-                                                  now: Date(timeIntervalSinceNow: 3600)))
-        let foreign = ProxyTokenSigner().sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
+        let expired = signer.sign(
+            ProxyTokenClaims(
+                subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60,
+                now: Date(timeIntervalSinceNow: -3600)))
+        let future = signer.sign(
+            ProxyTokenClaims(
+                subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60,
+                now: Date(timeIntervalSinceNow: 3600)))
+        let foreign = ProxyTokenSigner().sign(
+            ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
         var parts = good.split(separator: ".").map(String.init)
         parts[1] = parts[1].replacingOccurrences(of: "a", with: "b")
         let tampered = parts.joined(separator: ".")
-        for (token, reason) in [(expired, "expired"), (future, "not valid yet"), (foreign, "signature"),
-                                (tampered, "signature"), ("a.b", "not a JWT"), ("", "not a JWT")] {
+        for (token, reason) in [
+            (expired, "expired"), (future, "not valid yet"), (foreign, "signature"),
+            (tampered, "signature"), ("a.b", "not a JWT"), ("", "not a JWT"),
+        ] {
             do {
                 _ = try verifier.verify(token)
                 Issue.record("accepted: \(reason)")
@@ -107,7 +129,8 @@ struct ProxyTokenTests {
         let publicKey = try String(contentsOf: directory.appendingPathComponent("verification.jwk"), encoding: .utf8)
         #expect(!publicKey.contains("\"d\""))
         let verifier = try ProxyTokenVerifier.load(from: directory.path)
-        _ = try verifier.verify(reloaded.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60)))
+        _ = try verifier.verify(
+            reloaded.sign(ProxyTokenClaims(subject: "s", connectors: ["a/b"], actions: ["pull"], lifetime: 60)))
     }
 }
 

@@ -2,8 +2,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-@testable import OCIConnectorProxy
 import Testing
+
+@testable import OCIConnectorProxy
 
 /// NIO keeps a receive buffer for reuse per read it makes in one wake-up, at the size it grew to:
 /// the handler lets a connection read four times per wake-up only while a request body streams in.
@@ -17,11 +18,12 @@ struct ReceiveBufferTests {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let reads = (try? context.channel.syncOptions?.getOption(ChannelOptions.maxMessagesPerRead)) ?? 0
-            let name = switch unwrapInboundIn(data) {
-            case .head(let request): "head \(request.method.rawValue)"
-            case .body: "body"
-            case .end: "end"
-            }
+            let name =
+                switch unwrapInboundIn(data) {
+                case .head(let request): "head \(request.method.rawValue)"
+                case .body: "body"
+                case .end: "end"
+                }
             seen.withLockedValue { $0.append((name, reads)) }
         }
     }
@@ -41,9 +43,12 @@ struct ReceiveBufferTests {
         let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(to: server.localAddress!).get()
         // An upload, then a read: pipelined, so some arrive in one wake-up.
-        try await client.writeAndFlush(ByteBuffer(string:
-            "PUT /v2/a/blobs/uploads/1 HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\n\r\nhello"
-            + "GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: p\r\n\r\n")).get()
+        try await client.writeAndFlush(
+            ByteBuffer(
+                string:
+                    "PUT /v2/a/blobs/uploads/1 HTTP/1.1\r\nHost: p\r\nContent-Length: 5\r\n\r\nhello"
+                    + "GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: p\r\n\r\n")
+        ).get()
         let deadline = ContinuousClock.now + .seconds(10)
         while probe.seen.withLockedValue({ $0.count }) < 5, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))

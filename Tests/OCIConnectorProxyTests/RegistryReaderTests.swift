@@ -3,9 +3,10 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
-@testable import OCIConnectorProxy
 import OCITestSupport
 import Testing
+
+@testable import OCIConnectorProxy
 
 /// ``RegistryReader`` against a real registry: whole bodies, bounded reads, connection reuse, and
 /// failures that must surface as errors rather than as short bodies.
@@ -20,7 +21,9 @@ struct RegistryReaderTests {
         return (registry, image, "/v2/\(repository)/blobs/\(sha256Digest(image.layer))")
     }
 
-    static func fetcher(_ registry: TestRegistry, _ configuration: RegistryReader.Configuration = .init()) throws -> RegistryReader {
+    static func fetcher(_ registry: TestRegistry, _ configuration: RegistryReader.Configuration = .init()) throws
+        -> RegistryReader
+    {
         try RegistryReader(host: "127.0.0.1", port: registry.port, hostHeader: registry.host, configuration: configuration)
     }
 
@@ -201,8 +204,9 @@ struct RegistryReaderTests {
             .bind(host: "127.0.0.1", port: 0).get()
         defer { silent.close(promise: nil) }
         let port = try #require(silent.localAddress?.port)
-        let fetcher = try RegistryReader(host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)",
-                                      configuration: .init(readTimeout: .milliseconds(300)))
+        let fetcher = try RegistryReader(
+            host: "127.0.0.1", port: port, hostHeader: "127.0.0.1:\(port)",
+            configuration: .init(readTimeout: .milliseconds(300)))
         defer { Task { await fetcher.shutdown() } }
         await #expect { try await fetcher.get("/v2/a/blobs/sha256:00", headers: [:]) } throws: { error in
             (error as? RegistryReadError)?.kind == .timedOut

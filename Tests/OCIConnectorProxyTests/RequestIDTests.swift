@@ -1,5 +1,6 @@
-@testable import OCIConnectorProxy
 import Testing
+
+@testable import OCIConnectorProxy
 
 @Suite struct RequestIDTests {
     @Test func idsAreEightHexDigitsAndDistinct() {

@@ -52,17 +52,18 @@ struct UploadStartQueryTests {
         ProxyTokenClaims(subject: "ci", connectors: ["team-a/up"], actions: actions, repositories: repositories, lifetime: 600)
     }
 
-    @Test(arguments: [
-        // (query, token's repositories, the mount source sent upstream, or nil for a refusal)
-        ("mount=\(digest)&from=\(prefix)/team/app", ["team/*"], "team/app"),
-        ("mount=\(digest)&from=\(prefix)%2Fteam%2Fapp", ["team/*"], "team/app"),
-        ("mount=\(digest)&from=\(prefix)/secret/vault", ["team/*"], nil),
-        ("mount=\(digest)&from=namespaces%2Fteam-a%2Fconnectors%2Fup%2Fsecret%2Fvault", ["team/*"], nil),
-        ("mount=\(digest)&%66rom=secret/vault", ["team/*"], nil),
-        ("mount=\(digest)&from=namespaces/team-a/connectors/other/team/app", nil, nil),
-        ("mount=\(digest)&from=\(prefix)/Team/App", nil, nil),
-        ("mount=\(digest)&from=\(prefix)/anything", nil, "anything"),
-    ] as [(String, [String]?, String?)])
+    @Test(
+        arguments: [
+            // (query, token's repositories, the mount source sent upstream, or nil for a refusal)
+            ("mount=\(digest)&from=\(prefix)/team/app", ["team/*"], "team/app"),
+            ("mount=\(digest)&from=\(prefix)%2Fteam%2Fapp", ["team/*"], "team/app"),
+            ("mount=\(digest)&from=\(prefix)/secret/vault", ["team/*"], nil),
+            ("mount=\(digest)&from=namespaces%2Fteam-a%2Fconnectors%2Fup%2Fsecret%2Fvault", ["team/*"], nil),
+            ("mount=\(digest)&%66rom=secret/vault", ["team/*"], nil),
+            ("mount=\(digest)&from=namespaces/team-a/connectors/other/team/app", nil, nil),
+            ("mount=\(digest)&from=\(prefix)/Team/App", nil, nil),
+            ("mount=\(digest)&from=\(prefix)/anything", nil, "anything"),
+        ] as [(String, [String]?, String?)])
     func aMountSourceMustBeAPullableRepositoryOfTheConnector(_ query: String, _ repositories: [String]?, _ source: String?) {
         let result = try? ConnectorProxy.uploadStart(
             query: query, contentType: nil, prefix: Self.prefix, connector: Self.connector, claims: Self.claims(repositories))
@@ -72,16 +73,20 @@ struct UploadStartQueryTests {
 
     @Test func aPushOnlyTokenCannotMountFromAnywhere() {
         #expect(throws: RegistryErrorResponse.self) {
-            try ConnectorProxy.uploadStart(query: "mount=x&from=\(Self.prefix)/team/app", contentType: nil, prefix: Self.prefix,
-                                           connector: Self.connector, claims: Self.claims(nil, actions: ["push"]))
+            try ConnectorProxy.uploadStart(
+                query: "mount=x&from=\(Self.prefix)/team/app", contentType: nil, prefix: Self.prefix,
+                connector: Self.connector, claims: Self.claims(nil, actions: ["push"]))
         }
     }
 
-    @Test(arguments: ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "Application/X-WWW-Form-Urlencoded"])
+    @Test(arguments: [
+        "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "Application/X-WWW-Form-Urlencoded",
+    ])
     func aFormBodyIsRefused(_ contentType: String) {
         #expect(throws: RegistryErrorResponse.self) {
-            try ConnectorProxy.uploadStart(query: nil, contentType: contentType, prefix: Self.prefix, connector: Self.connector,
-                                           claims: Self.claims(nil))
+            try ConnectorProxy.uploadStart(
+                query: nil, contentType: contentType, prefix: Self.prefix, connector: Self.connector,
+                claims: Self.claims(nil))
         }
     }
 }

@@ -1,6 +1,7 @@
 import OCIReference
-@testable import OCIConnectorProxy
 import Testing
+
+@testable import OCIConnectorProxy
 
 /// The path a request takes upstream: the route's own path, for every kind of route.
 @Suite("Upstream paths")

@@ -1,9 +1,10 @@
 import Logging
-@testable import OCIConnectorProxy
 import OCIConnectors
 import OCIProxyToken
 import OCIReference
 import Testing
+
+@testable import OCIConnectorProxy
 
 /// Connectors are many, registries few: what does not depend on a connector's credentials is
 /// set up once per registry (connections) or per trust (HTTP client, TLS context).
@@ -25,9 +26,10 @@ struct UpstreamSharingTests {
         """
 
     static func connector(_ name: String, _ address: String, trusting pem: String? = nil) throws -> Connector {
-        Connector(id: try ConnectorID(namespace: "team-\(name)", name: name), address: try RegistryAddress(parsing: address),
-                  credentials: RegistryCredentials(username: "robot$\(name)", password: "secret-\(name)"),
-                  trustedCertificatesPEM: pem)
+        Connector(
+            id: try ConnectorID(namespace: "team-\(name)", name: name), address: try RegistryAddress(parsing: address),
+            credentials: RegistryCredentials(username: "robot$\(name)", password: "secret-\(name)"),
+            trustedCertificatesPEM: pem)
     }
 
     @Test func connectorsToOneRegistryWithOneTrustShareItsConnections() async throws {
@@ -39,15 +41,18 @@ struct UpstreamSharingTests {
             try Self.connector("e", "https://harbor.example.com", trusting: Self.privateAuthority),
             try Self.connector("f", "https://harbor.example.com", trusting: Self.privateAuthority),
         ])
-        let proxy = try ConnectorProxy(catalog: catalog, verifier: ProxyTokenVerifier(keys: [ProxyTokenSigner().verificationKey]),
-                                       logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let proxy = try ConnectorProxy(
+            catalog: catalog, verifier: ProxyTokenVerifier(keys: [ProxyTokenSigner().verificationKey]),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         var upstreams: [String: ConnectorProxy.Upstream] = [:]
         for name in ["a", "b", "c", "d", "e", "f"] {
             upstreams[name] = proxy.upstreams[try ConnectorID(namespace: "team-\(name)", name: name)]
         }
         await proxy.shutdown()
-        let (a, b, c, d, e, f) = (try #require(upstreams["a"]), try #require(upstreams["b"]), try #require(upstreams["c"]),
-                                  try #require(upstreams["d"]), try #require(upstreams["e"]), try #require(upstreams["f"]))
+        let (a, b, c, d, e, f) = (
+            try #require(upstreams["a"]), try #require(upstreams["b"]), try #require(upstreams["c"]),
+            try #require(upstreams["d"]), try #require(upstreams["e"]), try #require(upstreams["f"])
+        )
         #expect(a.reads === b.reads)
         #expect(a.storage === b.storage)
         // Another port or scheme is another registry.

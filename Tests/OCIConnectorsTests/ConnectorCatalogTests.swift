@@ -6,23 +6,23 @@ import Testing
 @Suite("Loading connectors from Kubernetes YAML")
 struct ConnectorCatalogTests {
     static let referenceExample = """
-    apiVersion: connectors.alauda.io/v1alpha1
-    kind: Connector
-    metadata: {name: harbor, namespace: team-a}
-    spec:
-      connectorClassName: oci
-      address: https://harbor.example.com
-      auth:
-        name: tokenAuth
-        secretRef: {name: harbor-secret}
-        params: [{name: repository, value: team/app}]
-    ---
-    apiVersion: v1
-    kind: Secret
-    metadata: {name: harbor-secret, namespace: team-a}
-    type: cpaas.io/distribution-registry-token
-    stringData: {username: robot$ci, password: s3cret}
-    """
+        apiVersion: connectors.alauda.io/v1alpha1
+        kind: Connector
+        metadata: {name: harbor, namespace: team-a}
+        spec:
+          connectorClassName: oci
+          address: https://harbor.example.com
+          auth:
+            name: tokenAuth
+            secretRef: {name: harbor-secret}
+            params: [{name: repository, value: team/app}]
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {name: harbor-secret, namespace: team-a}
+        type: cpaas.io/distribution-registry-token
+        stringData: {username: robot$ci, password: s3cret}
+        """
 
     @Test func readsTheReferenceSystemsFilesUnchanged() throws {
         let catalog = try ConnectorCatalog.parse(yaml: Self.referenceExample)
@@ -34,65 +34,75 @@ struct ConnectorCatalogTests {
     }
 
     @Test func anonymousConnectorInTheDefaultNamespace() throws {
-        let catalog = try ConnectorCatalog.parse(yaml: """
-        kind: Connector
-        metadata: {name: public}
-        spec: {address: "http://127.0.0.1:5000"}
-        unknownTopLevel: ignored
-        """)
+        let catalog = try ConnectorCatalog.parse(
+            yaml: """
+                kind: Connector
+                metadata: {name: public}
+                spec: {address: "http://127.0.0.1:5000"}
+                unknownTopLevel: ignored
+                """)
         let connector = try catalog.connector(ConnectorID(parsing: "default/public"))
         #expect(connector.credentials == nil)
         #expect(connector.address.scheme == .http)
     }
 
     @Test func secretsWithBase64DataAndBasicAuthType() throws {
-        let catalog = try ConnectorCatalog.parse(yaml: """
-        kind: Connector
-        metadata: {name: c, namespace: ns}
-        spec: {address: https://r.example.com, auth: {secretRef: {name: s}}}
-        ---
-        kind: Secret
-        metadata: {name: s, namespace: ns}
-        type: kubernetes.io/basic-auth
-        data: {username: \(Data("user".utf8).base64EncodedString()), password: \(Data("p@ss:word".utf8).base64EncodedString())}
-        stringData: {username: override}
-        """)
+        let catalog = try ConnectorCatalog.parse(
+            yaml: """
+                kind: Connector
+                metadata: {name: c, namespace: ns}
+                spec: {address: https://r.example.com, auth: {secretRef: {name: s}}}
+                ---
+                kind: Secret
+                metadata: {name: s, namespace: ns}
+                type: kubernetes.io/basic-auth
+                data: {username: \(Data("user".utf8).base64EncodedString()), password: \(Data("p@ss:word".utf8).base64EncodedString())}
+                stringData: {username: override}
+                """)
         let credentials = try catalog.connector(ConnectorID(parsing: "ns/c")).credentials
         #expect(credentials == RegistryCredentials(username: "override", password: "p@ss:word"))
     }
 
     @Test func dockerConfigJSONSecretsPickTheConnectorsRegistry() throws {
-        let config = #"{"auths":{"https://index.docker.io/v1/":{"auth":"\#(Data("hub:hubpw".utf8).base64EncodedString())"},"harbor.example.com":{"username":"robot","password":"pw"}}}"#
+        let config =
+            #"{"auths":{"https://index.docker.io/v1/":{"auth":"\#(Data("hub:hubpw".utf8).base64EncodedString())"},"harbor.example.com":{"username":"robot","password":"pw"}}}"#
         let yaml = """
-        kind: List
-        items:
-        - kind: Connector
-          metadata: {name: harbor, namespace: ns}
-          spec: {address: https://harbor.example.com, auth: {secretRef: {name: pull}}}
-        - kind: Connector
-          metadata: {name: hub, namespace: ns}
-          spec: {address: https://index.docker.io, auth: {secretRef: {name: pull}}}
-        - kind: Secret
-          metadata: {name: pull, namespace: ns}
-          type: kubernetes.io/dockerconfigjson
-          data: {.dockerconfigjson: \(Data(config.utf8).base64EncodedString())}
-        """
+            kind: List
+            items:
+            - kind: Connector
+              metadata: {name: harbor, namespace: ns}
+              spec: {address: https://harbor.example.com, auth: {secretRef: {name: pull}}}
+            - kind: Connector
+              metadata: {name: hub, namespace: ns}
+              spec: {address: https://index.docker.io, auth: {secretRef: {name: pull}}}
+            - kind: Secret
+              metadata: {name: pull, namespace: ns}
+              type: kubernetes.io/dockerconfigjson
+              data: {.dockerconfigjson: \(Data(config.utf8).base64EncodedString())}
+            """
         let catalog = try ConnectorCatalog.parse(yaml: yaml)
-        #expect(try catalog.connector(ConnectorID(parsing: "ns/harbor")).credentials == RegistryCredentials(username: "robot", password: "pw"))
-        #expect(try catalog.connector(ConnectorID(parsing: "ns/hub")).credentials == RegistryCredentials(username: "hub", password: "hubpw"))
+        #expect(
+            try catalog.connector(ConnectorID(parsing: "ns/harbor")).credentials
+                == RegistryCredentials(username: "robot", password: "pw"))
+        #expect(
+            try catalog.connector(ConnectorID(parsing: "ns/hub")).credentials
+                == RegistryCredentials(username: "hub", password: "hubpw"))
     }
 
     @Test func numericLookingPasswordsStayStrings() throws {
-        let catalog = try ConnectorCatalog.parse(yaml: """
-        kind: Connector
-        metadata: {name: c}
-        spec: {address: https://r.example.com, auth: {secretRef: {name: s}}}
-        ---
-        kind: Secret
-        metadata: {name: s}
-        stringData: {username: "007", password: 0123}
-        """)
-        #expect(try catalog.connector(ConnectorID(parsing: "c")).credentials == RegistryCredentials(username: "007", password: "0123"))
+        let catalog = try ConnectorCatalog.parse(
+            yaml: """
+                kind: Connector
+                metadata: {name: c}
+                spec: {address: https://r.example.com, auth: {secretRef: {name: s}}}
+                ---
+                kind: Secret
+                metadata: {name: s}
+                stringData: {username: "007", password: 0123}
+                """)
+        #expect(
+            try catalog.connector(ConnectorID(parsing: "c")).credentials == RegistryCredentials(username: "007", password: "0123")
+        )
     }
 
     static let broken: [(String, String, String)] = [
@@ -100,13 +110,20 @@ struct ConnectorCatalogTests {
         ("kind: Connector\nmetadata: {namespace: x}\nspec: {address: https://r}", "metadata.name", "is required"),
         ("kind: Connector\nmetadata: {name: c}\nspec: {address: 'ftp://r'}", "spec.address", "http or https"),
         ("kind: Connector\nmetadata: {name: C_}\nspec: {address: https://r}", "metadata", "connector name"),
-        ("kind: Connector\nmetadata: {name: c}\nspec: {address: https://r, auth: {secretRef: {name: missing}}}",
-         "spec.auth.secretRef", "default/missing"),
-        ("kind: Connector\nmetadata: {name: c}\nspec: {address: https://r, auth: {secretRef: {name: s}}}\n---\nkind: Secret\nmetadata: {name: s}\nstringData: {username: u}",
-         "stringData.password", "is required (in stringData or data)"),
+        (
+            "kind: Connector\nmetadata: {name: c}\nspec: {address: https://r, auth: {secretRef: {name: missing}}}",
+            "spec.auth.secretRef", "default/missing"
+        ),
+        (
+            "kind: Connector\nmetadata: {name: c}\nspec: {address: https://r, auth: {secretRef: {name: s}}}\n---\nkind: Secret\nmetadata: {name: s}\nstringData: {username: u}",
+            "stringData.password", "is required (in stringData or data)"
+        ),
         ("kind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\nstringData: {a: b}", "type", "not supported"),
         ("kind: Secret\nmetadata: {name: s}\ndata: {password: '!!!notbase64'}", "data.password", "base64"),
-        ("kind: Connector\nmetadata: {name: c}\nspec: {address: https://r, auth: {params: {repository: x}}}", "spec.auth.params", "list"),
+        (
+            "kind: Connector\nmetadata: {name: c}\nspec: {address: https://r, auth: {params: {repository: x}}}",
+            "spec.auth.params", "list"
+        ),
     ]
 
     @Test(arguments: broken)
@@ -117,7 +134,8 @@ struct ConnectorCatalogTests {
         } catch {
             #expect(error.file == "conn.yaml")
             // The document at fault: the Secret for a Secret's field, else the first one after the ConfigMap.
-            let expected = field.hasPrefix("stringData") || field.hasPrefix("data") || field == "type"
+            let expected =
+                field.hasPrefix("stringData") || field.hasPrefix("data") || field == "type"
                 ? yaml.components(separatedBy: "---").count + 1 : 2
             #expect(error.document == expected)
             #expect(error.field == field)
@@ -128,12 +146,13 @@ struct ConnectorCatalogTests {
 
     @Test func errorsNeverQuoteSecretValues() {
         do {
-            _ = try ConnectorCatalog.parse(yaml: """
-            kind: Secret
-            metadata: {name: s}
-            stringData:
-              password: hunter2-canary: x
-            """)
+            _ = try ConnectorCatalog.parse(
+                yaml: """
+                    kind: Secret
+                    metadata: {name: s}
+                    stringData:
+                      password: hunter2-canary: x
+                    """)
             Issue.record("accepted malformed YAML")
         } catch {
             #expect(!error.description.contains("hunter2-canary"))
@@ -151,7 +170,9 @@ struct ConnectorCatalogTests {
         let catalog = try ConnectorCatalog.load(from: [directory.path])
         #expect(catalog.connectors.keys.map(\.description).sorted() == ["team-a/harbor", "team-b/other"])
 
-        #expect(throws: ConnectorConfigError.self) { try ConnectorCatalog.load(from: [directory.appendingPathComponent("nope").path]) }
+        #expect(throws: ConnectorConfigError.self) {
+            try ConnectorCatalog.load(from: [directory.appendingPathComponent("nope").path])
+        }
         #expect(throws: ConnectorConfigError.self) { try catalog.connector(ConnectorID(parsing: "team-c/x")) }
     }
 

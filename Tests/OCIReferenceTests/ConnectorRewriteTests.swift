@@ -10,19 +10,32 @@ struct ConnectorRewriteTests {
     }
 
     static let pathForm: [(upstream: String, proxy: String, image: String, rewritten: String)] = [
-        ("https://harbor.example.com", "proxy.example:8080", "harbor.example.com/test/abc:v1",
-         "proxy.example:8080/namespaces/team-a/connectors/harbor/test/abc:v1"),
-        ("https://harbor.example.com:443", "http://proxy.example:8080/", "harbor.example.com/test/abc@sha256:"
-            + String(repeating: "e", count: 64),
-         "proxy.example:8080/namespaces/team-a/connectors/harbor/test/abc@sha256:" + String(repeating: "e", count: 64)),
-        ("http://127.0.0.1:5000", "localhost:8080", "127.0.0.1:5000/app:1.0@sha256:" + String(repeating: "f", count: 64),
-         "localhost:8080/namespaces/team-a/connectors/harbor/app:1.0@sha256:" + String(repeating: "f", count: 64)),
-        ("https://index.docker.io", "127.0.0.1:8080", "ubuntu:22.04",
-         "127.0.0.1:8080/namespaces/team-a/connectors/harbor/library/ubuntu:22.04"),
-        ("https://registry-1.docker.io", "proxy.example", "bitnami/redis",
-         "proxy.example/namespaces/team-a/connectors/harbor/bitnami/redis"),
-        ("https://HARBOR.example.com", "[::1]:8080", "harbor.EXAMPLE.com/x",
-         "[::1]:8080/namespaces/team-a/connectors/harbor/x"),
+        (
+            "https://harbor.example.com", "proxy.example:8080", "harbor.example.com/test/abc:v1",
+            "proxy.example:8080/namespaces/team-a/connectors/harbor/test/abc:v1"
+        ),
+        (
+            "https://harbor.example.com:443", "http://proxy.example:8080/",
+            "harbor.example.com/test/abc@sha256:"
+                + String(repeating: "e", count: 64),
+            "proxy.example:8080/namespaces/team-a/connectors/harbor/test/abc@sha256:" + String(repeating: "e", count: 64)
+        ),
+        (
+            "http://127.0.0.1:5000", "localhost:8080", "127.0.0.1:5000/app:1.0@sha256:" + String(repeating: "f", count: 64),
+            "localhost:8080/namespaces/team-a/connectors/harbor/app:1.0@sha256:" + String(repeating: "f", count: 64)
+        ),
+        (
+            "https://index.docker.io", "127.0.0.1:8080", "ubuntu:22.04",
+            "127.0.0.1:8080/namespaces/team-a/connectors/harbor/library/ubuntu:22.04"
+        ),
+        (
+            "https://registry-1.docker.io", "proxy.example", "bitnami/redis",
+            "proxy.example/namespaces/team-a/connectors/harbor/bitnami/redis"
+        ),
+        (
+            "https://HARBOR.example.com", "[::1]:8080", "harbor.EXAMPLE.com/x",
+            "[::1]:8080/namespaces/team-a/connectors/harbor/x"
+        ),
     ]
 
     @Test(arguments: pathForm)
@@ -99,8 +112,10 @@ struct ConnectorAddressingTests {
         #expect(id.namespace == namespace && id.name == name)
     }
 
-    @Test(arguments: ["", "/", "a/", "/b", "a/b/c", "A/b", "a/B", "a_b/c", "-a/b", "a/b-", "a/.b", "a/b..c",
-                      String(repeating: "n", count: 64) + "/b"])
+    @Test(arguments: [
+        "", "/", "a/", "/b", "a/b/c", "A/b", "a/B", "a_b/c", "-a/b", "a/b-", "a/.b", "a/b..c",
+        String(repeating: "n", count: 64) + "/b",
+    ])
     func rejectsConnectorIDs(_ text: String) {
         #expect(throws: ReferenceError.self) { try ConnectorID(parsing: text) }
     }
@@ -136,8 +151,10 @@ struct ConnectorAddressingTests {
         #expect(address.baseURL == base)
     }
 
-    @Test(arguments: ["", "ftp://host", "https://", "https://host/path", "https://user:pw@host", "https://host:0",
-                      "https://host:99999", "https://host:x", "https://ho_st", "https://[::1"])
+    @Test(arguments: [
+        "", "ftp://host", "https://", "https://host/path", "https://user:pw@host", "https://host:0",
+        "https://host:99999", "https://host:x", "https://ho_st", "https://[::1",
+    ])
     func rejectsRegistryAddresses(_ text: String) {
         #expect {
             _ = try RegistryAddress(parsing: text)
@@ -160,8 +177,10 @@ struct ConnectorAddressingTests {
         #expect(pattern.connector(forHost: pattern.host(for: expected)) == expected)
     }
 
-    @Test(arguments: ["c-harbor.team-a.svc.cluster.local.evil", "harbor.team-a.svc.cluster.local", "c-.ns.svc.cluster.local",
-                      "c-harbor.svc.cluster.local", "c-Har_bor.ns.svc.cluster.local"])
+    @Test(arguments: [
+        "c-harbor.team-a.svc.cluster.local.evil", "harbor.team-a.svc.cluster.local", "c-.ns.svc.cluster.local",
+        "c-harbor.svc.cluster.local", "c-Har_bor.ns.svc.cluster.local",
+    ])
     func ignoresOtherHosts(_ host: String) {
         #expect(ConnectorHostPattern.kubernetesService.connector(forHost: host) == nil)
     }

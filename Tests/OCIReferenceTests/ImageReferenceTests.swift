@@ -20,72 +20,99 @@ struct ValidReference: CustomTestStringConvertible, Sendable {
 struct ImageReferenceTests {
     static let valid: [ValidReference] = [
         // Docker Hub short names and their normalisation.
-        .init(input: "ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: nil, digest: nil,
-              normalized: "docker.io/library/ubuntu", familiar: "ubuntu"),
-        .init(input: "ubuntu:22.04", registry: "docker.io", repository: "library/ubuntu", tag: "22.04", digest: nil,
-              normalized: "docker.io/library/ubuntu:22.04", familiar: "ubuntu:22.04"),
-        .init(input: "library/busybox:1.36", registry: "docker.io", repository: "library/busybox", tag: "1.36", digest: nil,
-              normalized: "docker.io/library/busybox:1.36", familiar: "busybox:1.36"),
-        .init(input: "docker.io/ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: nil, digest: nil,
-              normalized: "docker.io/library/ubuntu", familiar: "ubuntu"),
-        .init(input: "index.docker.io/bitnami/redis:7.2", registry: "docker.io", repository: "bitnami/redis", tag: "7.2",
-              digest: nil, normalized: "docker.io/bitnami/redis:7.2", familiar: "bitnami/redis:7.2"),
-        .init(input: "index.docker.io/nginx", registry: "docker.io", repository: "library/nginx", tag: nil, digest: nil,
-              normalized: "docker.io/library/nginx", familiar: "nginx"),
-        .init(input: "bitnami/redis", registry: "docker.io", repository: "bitnami/redis", tag: nil, digest: nil,
-              normalized: "docker.io/bitnami/redis", familiar: "bitnami/redis"),
-        .init(input: "docker.io/library/a/b", registry: "docker.io", repository: "library/a/b", tag: nil, digest: nil,
-              normalized: "docker.io/library/a/b", familiar: "library/a/b"),
+        .init(
+            input: "ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: nil, digest: nil,
+            normalized: "docker.io/library/ubuntu", familiar: "ubuntu"),
+        .init(
+            input: "ubuntu:22.04", registry: "docker.io", repository: "library/ubuntu", tag: "22.04", digest: nil,
+            normalized: "docker.io/library/ubuntu:22.04", familiar: "ubuntu:22.04"),
+        .init(
+            input: "library/busybox:1.36", registry: "docker.io", repository: "library/busybox", tag: "1.36", digest: nil,
+            normalized: "docker.io/library/busybox:1.36", familiar: "busybox:1.36"),
+        .init(
+            input: "docker.io/ubuntu", registry: "docker.io", repository: "library/ubuntu", tag: nil, digest: nil,
+            normalized: "docker.io/library/ubuntu", familiar: "ubuntu"),
+        .init(
+            input: "index.docker.io/bitnami/redis:7.2", registry: "docker.io", repository: "bitnami/redis", tag: "7.2",
+            digest: nil, normalized: "docker.io/bitnami/redis:7.2", familiar: "bitnami/redis:7.2"),
+        .init(
+            input: "index.docker.io/nginx", registry: "docker.io", repository: "library/nginx", tag: nil, digest: nil,
+            normalized: "docker.io/library/nginx", familiar: "nginx"),
+        .init(
+            input: "bitnami/redis", registry: "docker.io", repository: "bitnami/redis", tag: nil, digest: nil,
+            normalized: "docker.io/bitnami/redis", familiar: "bitnami/redis"),
+        .init(
+            input: "docker.io/library/a/b", registry: "docker.io", repository: "library/a/b", tag: nil, digest: nil,
+            normalized: "docker.io/library/a/b", familiar: "library/a/b"),
         // A bare name with a colon is a name and a tag, as Docker reads it.
-        .init(input: "localhost:5000", registry: "docker.io", repository: "library/localhost", tag: "5000", digest: nil,
-              normalized: "docker.io/library/localhost:5000", familiar: "localhost:5000"),
+        .init(
+            input: "localhost:5000", registry: "docker.io", repository: "library/localhost", tag: "5000", digest: nil,
+            normalized: "docker.io/library/localhost:5000", familiar: "localhost:5000"),
         // Registries with domains, ports, IPs.
-        .init(input: "harbor.example.com/team/app:v1", registry: "harbor.example.com", repository: "team/app", tag: "v1",
-              digest: nil, normalized: "harbor.example.com/team/app:v1", familiar: "harbor.example.com/team/app:v1"),
-        .init(input: "registry.k8s.io/pause:3.9", registry: "registry.k8s.io", repository: "pause", tag: "3.9", digest: nil,
-              normalized: "registry.k8s.io/pause:3.9", familiar: "registry.k8s.io/pause:3.9"),
-        .init(input: "gcr.io/distroless/static-debian12:nonroot", registry: "gcr.io", repository: "distroless/static-debian12",
-              tag: "nonroot", digest: nil, normalized: "gcr.io/distroless/static-debian12:nonroot",
-              familiar: "gcr.io/distroless/static-debian12:nonroot"),
-        .init(input: "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest",
-              registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com", repository: "my-app", tag: "latest", digest: nil,
-              normalized: "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest",
-              familiar: "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest"),
-        .init(input: "localhost/app", registry: "localhost", repository: "app", tag: nil, digest: nil,
-              normalized: "localhost/app", familiar: "localhost/app"),
-        .init(input: "localhost:5000/a/b:c", registry: "localhost:5000", repository: "a/b", tag: "c", digest: nil,
-              normalized: "localhost:5000/a/b:c", familiar: "localhost:5000/a/b:c"),
-        .init(input: "192.168.1.10:5000/app", registry: "192.168.1.10:5000", repository: "app", tag: nil, digest: nil,
-              normalized: "192.168.1.10:5000/app", familiar: "192.168.1.10:5000/app"),
-        .init(input: "[2001:db8::1]:5000/app:v1", registry: "[2001:db8::1]:5000", repository: "app", tag: "v1", digest: nil,
-              normalized: "[2001:db8::1]:5000/app:v1", familiar: "[2001:db8::1]:5000/app:v1"),
-        .init(input: "[::1]/app", registry: "[::1]", repository: "app", tag: nil, digest: nil,
-              normalized: "[::1]/app", familiar: "[::1]/app"),
+        .init(
+            input: "harbor.example.com/team/app:v1", registry: "harbor.example.com", repository: "team/app", tag: "v1",
+            digest: nil, normalized: "harbor.example.com/team/app:v1", familiar: "harbor.example.com/team/app:v1"),
+        .init(
+            input: "registry.k8s.io/pause:3.9", registry: "registry.k8s.io", repository: "pause", tag: "3.9", digest: nil,
+            normalized: "registry.k8s.io/pause:3.9", familiar: "registry.k8s.io/pause:3.9"),
+        .init(
+            input: "gcr.io/distroless/static-debian12:nonroot", registry: "gcr.io", repository: "distroless/static-debian12",
+            tag: "nonroot", digest: nil, normalized: "gcr.io/distroless/static-debian12:nonroot",
+            familiar: "gcr.io/distroless/static-debian12:nonroot"),
+        .init(
+            input: "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest",
+            registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com", repository: "my-app", tag: "latest", digest: nil,
+            normalized: "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest",
+            familiar: "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-app:latest"),
+        .init(
+            input: "localhost/app", registry: "localhost", repository: "app", tag: nil, digest: nil,
+            normalized: "localhost/app", familiar: "localhost/app"),
+        .init(
+            input: "localhost:5000/a/b:c", registry: "localhost:5000", repository: "a/b", tag: "c", digest: nil,
+            normalized: "localhost:5000/a/b:c", familiar: "localhost:5000/a/b:c"),
+        .init(
+            input: "192.168.1.10:5000/app", registry: "192.168.1.10:5000", repository: "app", tag: nil, digest: nil,
+            normalized: "192.168.1.10:5000/app", familiar: "192.168.1.10:5000/app"),
+        .init(
+            input: "[2001:db8::1]:5000/app:v1", registry: "[2001:db8::1]:5000", repository: "app", tag: "v1", digest: nil,
+            normalized: "[2001:db8::1]:5000/app:v1", familiar: "[2001:db8::1]:5000/app:v1"),
+        .init(
+            input: "[::1]/app", registry: "[::1]", repository: "app", tag: nil, digest: nil,
+            normalized: "[::1]/app", familiar: "[::1]/app"),
         // An uppercase first element is a registry host, never a repository.
-        .init(input: "Registry.Example.com/app", registry: "Registry.Example.com", repository: "app", tag: nil, digest: nil,
-              normalized: "Registry.Example.com/app", familiar: "Registry.Example.com/app"),
-        .init(input: "Foo/bar", registry: "Foo", repository: "bar", tag: nil, digest: nil,
-              normalized: "Foo/bar", familiar: "Foo/bar"),
+        .init(
+            input: "Registry.Example.com/app", registry: "Registry.Example.com", repository: "app", tag: nil, digest: nil,
+            normalized: "Registry.Example.com/app", familiar: "Registry.Example.com/app"),
+        .init(
+            input: "Foo/bar", registry: "Foo", repository: "bar", tag: nil, digest: nil,
+            normalized: "Foo/bar", familiar: "Foo/bar"),
         // Separators inside path components.
-        .init(input: "example.com/a.b_c__d---e/f", registry: "example.com", repository: "a.b_c__d---e/f", tag: nil,
-              digest: nil, normalized: "example.com/a.b_c__d---e/f", familiar: "example.com/a.b_c__d---e/f"),
+        .init(
+            input: "example.com/a.b_c__d---e/f", registry: "example.com", repository: "a.b_c__d---e/f", tag: nil,
+            digest: nil, normalized: "example.com/a.b_c__d---e/f", familiar: "example.com/a.b_c__d---e/f"),
         // Tags.
-        .init(input: "example.com/app:_under.score-dash", registry: "example.com", repository: "app",
-              tag: "_under.score-dash", digest: nil, normalized: "example.com/app:_under.score-dash",
-              familiar: "example.com/app:_under.score-dash"),
-        .init(input: "example.com/app:V1.2.3-RC1", registry: "example.com", repository: "app", tag: "V1.2.3-RC1",
-              digest: nil, normalized: "example.com/app:V1.2.3-RC1", familiar: "example.com/app:V1.2.3-RC1"),
+        .init(
+            input: "example.com/app:_under.score-dash", registry: "example.com", repository: "app",
+            tag: "_under.score-dash", digest: nil, normalized: "example.com/app:_under.score-dash",
+            familiar: "example.com/app:_under.score-dash"),
+        .init(
+            input: "example.com/app:V1.2.3-RC1", registry: "example.com", repository: "app", tag: "V1.2.3-RC1",
+            digest: nil, normalized: "example.com/app:V1.2.3-RC1", familiar: "example.com/app:V1.2.3-RC1"),
         // Digests, and a tag with a digest.
-        .init(input: "ghcr.io/org/repo@\(sha256)", registry: "ghcr.io", repository: "org/repo", tag: nil, digest: sha256,
-              normalized: "ghcr.io/org/repo@\(sha256)", familiar: "ghcr.io/org/repo@\(sha256)"),
-        .init(input: "busybox:1.36@\(sha256)", registry: "docker.io", repository: "library/busybox", tag: "1.36",
-              digest: sha256, normalized: "docker.io/library/busybox:1.36@\(sha256)", familiar: "busybox:1.36@\(sha256)"),
-        .init(input: "localhost:5000/app@\(sha512)", registry: "localhost:5000", repository: "app", tag: nil,
-              digest: sha512, normalized: "localhost:5000/app@\(sha512)", familiar: "localhost:5000/app@\(sha512)"),
-        .init(input: "example.com/app@sha256+b64u.v2:\(String(repeating: "0A", count: 16))", registry: "example.com",
-              repository: "app", tag: nil, digest: "sha256+b64u.v2:\(String(repeating: "0A", count: 16))",
-              normalized: "example.com/app@sha256+b64u.v2:\(String(repeating: "0A", count: 16))",
-              familiar: "example.com/app@sha256+b64u.v2:\(String(repeating: "0A", count: 16))"),
+        .init(
+            input: "ghcr.io/org/repo@\(sha256)", registry: "ghcr.io", repository: "org/repo", tag: nil, digest: sha256,
+            normalized: "ghcr.io/org/repo@\(sha256)", familiar: "ghcr.io/org/repo@\(sha256)"),
+        .init(
+            input: "busybox:1.36@\(sha256)", registry: "docker.io", repository: "library/busybox", tag: "1.36",
+            digest: sha256, normalized: "docker.io/library/busybox:1.36@\(sha256)", familiar: "busybox:1.36@\(sha256)"),
+        .init(
+            input: "localhost:5000/app@\(sha512)", registry: "localhost:5000", repository: "app", tag: nil,
+            digest: sha512, normalized: "localhost:5000/app@\(sha512)", familiar: "localhost:5000/app@\(sha512)"),
+        .init(
+            input: "example.com/app@sha256+b64u.v2:\(String(repeating: "0A", count: 16))", registry: "example.com",
+            repository: "app", tag: nil, digest: "sha256+b64u.v2:\(String(repeating: "0A", count: 16))",
+            normalized: "example.com/app@sha256+b64u.v2:\(String(repeating: "0A", count: 16))",
+            familiar: "example.com/app@sha256+b64u.v2:\(String(repeating: "0A", count: 16))"),
     ]
 
     @Test(arguments: valid)

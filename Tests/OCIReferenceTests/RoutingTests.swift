@@ -10,19 +10,25 @@ struct RoutingTests {
         ("/v2/_catalog", .catalog),
         ("/v2/_catalog?n=10&last=a", .catalog),
         ("/v2/team/app/manifests/v1", .repository(name: "team/app", endpoint: .manifest(.tag("v1")))),
-        ("/v2/team/app/manifests/\(digest)",
-         .repository(name: "team/app", endpoint: .manifest(.digest(try! Digest(parsing: digest))))),
+        (
+            "/v2/team/app/manifests/\(digest)",
+            .repository(name: "team/app", endpoint: .manifest(.digest(try! Digest(parsing: digest))))
+        ),
         ("/v2/app/blobs/\(digest)", .repository(name: "app", endpoint: .blob(try! Digest(parsing: digest)))),
         ("/v2/app/blobs/uploads/", .repository(name: "app", endpoint: .uploadStart)),
         ("/v2/app/blobs/uploads", .repository(name: "app", endpoint: .uploadStart)),
         ("/v2/app/blobs/uploads/?digest=\(digest)", .repository(name: "app", endpoint: .uploadStart)),
         ("/v2/app/blobs/uploads/?mount=\(digest)&from=other", .repository(name: "app", endpoint: .uploadStart)),
-        ("/v2/app/blobs/uploads/4f1c2d3e-aaaa-bbbb-cccc-123456789abc?_state=abc",
-         .repository(name: "app", endpoint: .upload(id: "4f1c2d3e-aaaa-bbbb-cccc-123456789abc"))),
+        (
+            "/v2/app/blobs/uploads/4f1c2d3e-aaaa-bbbb-cccc-123456789abc?_state=abc",
+            .repository(name: "app", endpoint: .upload(id: "4f1c2d3e-aaaa-bbbb-cccc-123456789abc"))
+        ),
         ("/v2/a/b/c/tags/list", .repository(name: "a/b/c", endpoint: .tagList)),
         ("/v2/a/tags/list?n=2&last=v1", .repository(name: "a", endpoint: .tagList)),
-        ("/v2/a/referrers/\(digest)?artifactType=application%2Fvnd.example",
-         .repository(name: "a", endpoint: .referrers(try! Digest(parsing: digest)))),
+        (
+            "/v2/a/referrers/\(digest)?artifactType=application%2Fvnd.example",
+            .repository(name: "a", endpoint: .referrers(try! Digest(parsing: digest)))
+        ),
         // Repositories whose own elements are named like endpoints.
         ("/v2/a/blobs/uploads/blobs/uploads/", .repository(name: "a/blobs/uploads", endpoint: .uploadStart)),
         ("/v2/blobs/blobs/\(digest)", .repository(name: "blobs", endpoint: .blob(try! Digest(parsing: digest)))),
@@ -76,19 +82,32 @@ struct RoutingTests {
 
     static let connectorRoutes: [(String, ConnectorRoute)] = [
         ("/v2/", ConnectorRoute(connector: nil, route: .base)),
-        ("/v2/namespaces/team-a/connectors/harbor/",
-         ConnectorRoute(connector: try! ConnectorID(parsing: "team-a/harbor"), route: .base)),
-        ("/v2/namespaces/team-a/connectors/harbor/_catalog",
-         ConnectorRoute(connector: try! ConnectorID(parsing: "team-a/harbor"), route: .catalog)),
-        ("/v2/namespaces/team-a/connectors/harbor/test/abc/manifests/v1",
-         ConnectorRoute(connector: try! ConnectorID(parsing: "team-a/harbor"),
-                        route: .repository(name: "test/abc", endpoint: .manifest(.tag("v1"))))),
-        ("/v2/namespaces/ns/connectors/my.registry/namespaces/x/connectors/y/app/blobs/uploads/",
-         ConnectorRoute(connector: try! ConnectorID(parsing: "ns/my.registry"),
-                        route: .repository(name: "namespaces/x/connectors/y/app", endpoint: .uploadStart))),
-        ("/v2/namespaces/ns/connectors/c/tags/blobs/uploads/abc?_state=x",
-         ConnectorRoute(connector: try! ConnectorID(parsing: "ns/c"),
-                        route: .repository(name: "tags", endpoint: .upload(id: "abc")))),
+        (
+            "/v2/namespaces/team-a/connectors/harbor/",
+            ConnectorRoute(connector: try! ConnectorID(parsing: "team-a/harbor"), route: .base)
+        ),
+        (
+            "/v2/namespaces/team-a/connectors/harbor/_catalog",
+            ConnectorRoute(connector: try! ConnectorID(parsing: "team-a/harbor"), route: .catalog)
+        ),
+        (
+            "/v2/namespaces/team-a/connectors/harbor/test/abc/manifests/v1",
+            ConnectorRoute(
+                connector: try! ConnectorID(parsing: "team-a/harbor"),
+                route: .repository(name: "test/abc", endpoint: .manifest(.tag("v1"))))
+        ),
+        (
+            "/v2/namespaces/ns/connectors/my.registry/namespaces/x/connectors/y/app/blobs/uploads/",
+            ConnectorRoute(
+                connector: try! ConnectorID(parsing: "ns/my.registry"),
+                route: .repository(name: "namespaces/x/connectors/y/app", endpoint: .uploadStart))
+        ),
+        (
+            "/v2/namespaces/ns/connectors/c/tags/blobs/uploads/abc?_state=x",
+            ConnectorRoute(
+                connector: try! ConnectorID(parsing: "ns/c"),
+                route: .repository(name: "tags", endpoint: .upload(id: "abc")))
+        ),
     ]
 
     @Test(arguments: connectorRoutes)

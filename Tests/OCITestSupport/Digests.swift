@@ -18,12 +18,13 @@ public struct TestImage: Sendable {
     public init(layerSize: Int = 1024, seed: UInt8 = 1, annotationBytes: Int = 0) {
         config = Data(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"seed":\#(seed)}"#.utf8)
         layer = Data((0..<layerSize).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) })
-        manifest = Data("""
-        {"schemaVersion":2,"mediaType":"\(Self.manifestMediaType)",\
-        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\(sha256Digest(config))","size":\(config.count)},\
-        "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\(sha256Digest(layer))","size":\(layer.count)}]\
-        \(annotationBytes > 0 ? #","annotations":{"padding":"\#(String(repeating: "p", count: annotationBytes))"}"# : "")}
-        """.utf8)
+        manifest = Data(
+            """
+            {"schemaVersion":2,"mediaType":"\(Self.manifestMediaType)",\
+            "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\(sha256Digest(config))","size":\(config.count)},\
+            "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\(sha256Digest(layer))","size":\(layer.count)}]\
+            \(annotationBytes > 0 ? #","annotations":{"padding":"\#(String(repeating: "p", count: annotationBytes))"}"# : "")}
+            """.utf8)
     }
 
     public var manifestDigest: String { sha256Digest(manifest) }

@@ -17,19 +17,23 @@ public final class ProxyProcess: Sendable {
     public var logFile: URL { directory.appendingPathComponent("proxy.log") }
 
     /// Starts a proxy in front of the connectors in `connectorsYAML`.
-    public static func start(binDirectory: URL, connectorsYAML: String, extraArguments: [String] = []) async throws -> ProxyProcess {
+    public static func start(binDirectory: URL, connectorsYAML: String, extraArguments: [String] = []) async throws
+        -> ProxyProcess
+    {
         let directory = try Loopback.temporaryDirectory("proxy")
         let connectors = directory.appendingPathComponent("connectors.yaml")
         try connectorsYAML.write(to: connectors, atomically: true, encoding: .utf8)
-        try runCommand(binDirectory.appendingPathComponent("oci-connector-config").path,
-                       ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
+        try runCommand(
+            binDirectory.appendingPathComponent("oci-connector-config").path,
+            ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
 
         let process = Process()
         process.executableURL = binDirectory.appendingPathComponent("oci-connector-proxy")
-        process.arguments = [
-            "--connectors", connectors.path, "--listen", "127.0.0.1:0",
-            "--token-keys", directory.appendingPathComponent("keys/verification-key.jwk").path,
-        ] + extraArguments
+        process.arguments =
+            [
+                "--connectors", connectors.path, "--listen", "127.0.0.1:0",
+                "--token-keys", directory.appendingPathComponent("keys/verification-key.jwk").path,
+            ] + extraArguments
         let output = Pipe()
         process.standardOutput = output
         let log = directory.appendingPathComponent("proxy.log")
@@ -49,7 +53,8 @@ public final class ProxyProcess: Sendable {
             return String(decoding: data, as: UTF8.self)
         }.value
         guard let portText = line.split(separator: ":").last?.trimmingCharacters(in: .whitespacesAndNewlines),
-              let port = Int(portText) else {
+            let port = Int(portText)
+        else {
             let logText = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             throw TestSupportError("the proxy did not start: \(line) \(logText.suffix(800))")
         }
@@ -64,11 +69,17 @@ public final class ProxyProcess: Sendable {
     }
 
     /// Mints a token with `oci-connector-config token`.
-    public func token(connector: String = "team-a/up", actions: String = "pull,push,delete", ttl: String = "30m",
-                      signingKey: String? = nil, repository: String? = nil) throws -> String {
-        try runCommand(binDirectory.appendingPathComponent("oci-connector-config").path, [
-            "token", "--connector", connector, "--actions", actions, "--ttl", ttl, "--signing-key", signingKey ?? self.signingKey,
-        ] + (repository.map { ["--repository", $0] } ?? [])).trimmingCharacters(in: .whitespacesAndNewlines)
+    public func token(
+        connector: String = "team-a/up", actions: String = "pull,push,delete", ttl: String = "30m",
+        signingKey: String? = nil, repository: String? = nil
+    ) throws -> String {
+        try runCommand(
+            binDirectory.appendingPathComponent("oci-connector-config").path,
+            [
+                "token", "--connector", connector, "--actions", actions, "--ttl", ttl, "--signing-key",
+                signingKey ?? self.signingKey,
+            ] + (repository.map { ["--repository", $0] } ?? [])
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// When a proxy token expires (its `exp` claim): the proxy refuses it from that second on.
@@ -78,8 +89,8 @@ public final class ProxyProcess: Sendable {
         var payload = String(parts[1]).replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while payload.count % 4 != 0 { payload += "=" }
         guard let data = Data(base64Encoded: payload),
-              let claims = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let expiry = claims["exp"] as? TimeInterval
+            let claims = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let expiry = claims["exp"] as? TimeInterval
         else { throw TestSupportError("the token has no exp claim") }
         return Date(timeIntervalSince1970: expiry)
     }
@@ -95,11 +106,13 @@ public final class ProxyProcess: Sendable {
         let pid = process.processIdentifier
         let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
         // A socket's descriptor links to `socket:[INODE]`; the TCP tables name sockets by inode.
-        let inodes = Set(descriptors.compactMap { name -> Substring? in
-            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)"),
-                  target.hasPrefix("socket:[") else { return nil }
-            return target.dropFirst("socket:[".count).dropLast()
-        })
+        let inodes = Set(
+            descriptors.compactMap { name -> Substring? in
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)"),
+                    target.hasPrefix("socket:[")
+                else { return nil }
+                return target.dropFirst("socket:[".count).dropLast()
+            })
         var ports: Set<Int> = []
         for table in ["tcp", "tcp6"] {
             // Read to the end: `String(contentsOfFile:)` gets only the first page of a `/proc` file.
@@ -110,7 +123,7 @@ public final class ProxyProcess: Sendable {
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
                 guard fields.count > 9, fields[3] == "01", inodes.contains(fields[9]),
-                      let port = fields[2].split(separator: ":").last.flatMap({ Int($0, radix: 16) })
+                    let port = fields[2].split(separator: ":").last.flatMap({ Int($0, radix: 16) })
                 else { continue }
                 ports.insert(port)
             }
@@ -131,7 +144,9 @@ public final class ProxyProcess: Sendable {
 
     /// The proxy's peak resident memory so far, in KiB.
     public var peakResidentKiB: Int? {
-        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else { return nil }
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8) else {
+            return nil
+        }
         return status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }
             .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
     }
@@ -141,7 +156,9 @@ public final class ProxyProcess: Sendable {
     public func logLine(containing text: String, attempts: Int = 100) async throws -> Substring? {
         for _ in 0..<attempts {
             try await Task.sleep(for: .milliseconds(100))
-            if let line = try String(contentsOf: logFile, encoding: .utf8).split(separator: "\n").first(where: { $0.contains(text) }) {
+            if let line = try String(contentsOf: logFile, encoding: .utf8).split(separator: "\n").first(where: {
+                $0.contains(text)
+            }) {
                 return line
             }
         }

@@ -10,10 +10,12 @@ public enum Seeder {
     ) throws {
         var auth: [String] = []
         if let issuer, let user {
-            let answer = try runCommand("/usr/bin/curl", [
-                "-sf", "-u", "\(user.0):\(user.1)",
-                "\(issuer.realm)?service=\(issuer.service)&scope=repository:\(repository):pull,push",
-            ])
+            let answer = try runCommand(
+                "/usr/bin/curl",
+                [
+                    "-sf", "-u", "\(user.0):\(user.1)",
+                    "\(issuer.realm)?service=\(issuer.service)&scope=repository:\(repository):pull,push",
+                ])
             let json = try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any]
             guard let token = json?["token"] as? String else { throw TestSupportError("the issuer gave no token") }
             auth = ["-H", "Authorization: Bearer \(token)"]
@@ -31,22 +33,34 @@ public enum Seeder {
             let file = directory.appendingPathComponent("blob")
             try blob.write(to: file)
             // Distribution 2.8 opens a session on POST and takes the bytes on the final PUT.
-            let headers = try runCommand("/usr/bin/curl", ["-sf", "-o", "/dev/null", "-D", "-", "-X", "POST"] + auth
-                                         + ["\(registry.url)/v2/\(repository)/blobs/uploads/"])
-            guard let location = headers.split(whereSeparator: \.isNewline)
-                .first(where: { $0.lowercased().hasPrefix("location:") })?
-                .dropFirst("location:".count).trimmingCharacters(in: .whitespaces)
+            let headers = try runCommand(
+                "/usr/bin/curl",
+                ["-sf", "-o", "/dev/null", "-D", "-", "-X", "POST"] + auth
+                    + ["\(registry.url)/v2/\(repository)/blobs/uploads/"])
+            guard
+                let location = headers.split(whereSeparator: \.isNewline)
+                    .first(where: { $0.lowercased().hasPrefix("location:") })?
+                    .dropFirst("location:".count).trimmingCharacters(in: .whitespaces)
             else { throw TestSupportError("no upload location from \(registry.url)") }
-            let url = (location.hasPrefix("/") ? registry.url + location : location)
+            let url =
+                (location.hasPrefix("/") ? registry.url + location : location)
                 + (location.contains("?") ? "&" : "?") + "digest=\(sha256Digest(blob))"
-            try runCommand("/usr/bin/curl", ["-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream",
-                                             "--data-binary", "@\(file.path)"] + auth + [url])
+            try runCommand(
+                "/usr/bin/curl",
+                [
+                    "-sf", "-X", "PUT", "-H", "Content-Type: application/octet-stream",
+                    "--data-binary", "@\(file.path)",
+                ] + auth + [url])
         }
         let manifest = directory.appendingPathComponent("manifest")
         try image.manifest.write(to: manifest)
-        try runCommand("/usr/bin/curl", ["-sf", "-X", "PUT", "-H", "Content-Type: \(TestImage.manifestMediaType)",
-                                         "--data-binary", "@\(manifest.path)"] + auth
-                       + ["\(registry.url)/v2/\(repository)/manifests/\(tag)"])
+        try runCommand(
+            "/usr/bin/curl",
+            [
+                "-sf", "-X", "PUT", "-H", "Content-Type: \(TestImage.manifestMediaType)",
+                "--data-binary", "@\(manifest.path)",
+            ] + auth
+                + ["\(registry.url)/v2/\(repository)/manifests/\(tag)"])
     }
 }
 

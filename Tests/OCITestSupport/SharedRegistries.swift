@@ -21,9 +21,11 @@ public actor SharedRegistries {
     }
 
     public func basic() async throws -> TestRegistry {
-        let task = basicRegistry ?? Task {
-            try await TestRegistry.start(.htpasswd([Self.basicUser.0: Self.basicUser.1]))
-        }
+        let task =
+            basicRegistry
+            ?? Task {
+                try await TestRegistry.start(.htpasswd([Self.basicUser.0: Self.basicUser.1]))
+            }
         basicRegistry = task
         return try await task.value
     }
@@ -67,35 +69,37 @@ public enum ConnectorYAML {
             auth = "  auth:\n    name: tokenAuth\n"
             if username != nil { auth += "    secretRef:\n      name: \(name)-secret\n" }
             if !params.isEmpty {
-                auth += "    params:\n" + params.sorted(by: { $0.key < $1.key })
+                auth +=
+                    "    params:\n"
+                    + params.sorted(by: { $0.key < $1.key })
                     .map { "      - name: \($0.key)\n        value: \"\($0.value)\"\n" }.joined()
             }
         }
         var text = """
-        apiVersion: connectors.alauda.io/v1alpha1
-        kind: Connector
-        metadata:
-          name: \(name)
-          namespace: \(namespace)
-        spec:
-          connectorClassName: oci
-          address: \(address)
+            apiVersion: connectors.alauda.io/v1alpha1
+            kind: Connector
+            metadata:
+              name: \(name)
+              namespace: \(namespace)
+            spec:
+              connectorClassName: oci
+              address: \(address)
 
-        """ + auth
+            """ + auth
         if let username, let password {
             text += """
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata:
-              name: \(name)-secret
-              namespace: \(namespace)
-            type: cpaas.io/distribution-registry-token
-            stringData:
-              username: '\(username)'
-              password: '\(password)'
+                ---
+                apiVersion: v1
+                kind: Secret
+                metadata:
+                  name: \(name)-secret
+                  namespace: \(namespace)
+                type: cpaas.io/distribution-registry-token
+                stringData:
+                  username: '\(username)'
+                  password: '\(password)'
 
-            """
+                """
         }
         return text
     }

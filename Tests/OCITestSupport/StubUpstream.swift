@@ -50,7 +50,8 @@ public final class StubUpstream: Sendable {
             { @Sendable (request: Request, _: BasicRequestContext) -> Response in
                 seen.withLock { $0.append("redirect \(request.method)") }
                 let port = request.head.authority?.split(separator: ":").last ?? ""
-                return Response(status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/\(name)?sig=1"])
+                return Response(
+                    status: .temporaryRedirect, headers: [.location: "http://localhost:\(port)/storage/\(name)?sig=1"])
             }
         }
         let redirect = redirectToStorage("blob")
@@ -72,19 +73,23 @@ public final class StubUpstream: Sendable {
         }
         router.get("storage/blob") { request, _ -> Response in
             seen.withLock { $0.append(request.headers[.authorization]) }
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+            return Response(
+                status: .ok, headers: [.contentType: "application/octet-stream"],
+                body: .init(byteBuffer: ByteBuffer(bytes: blob)))
         }
         // A plain blob, and the same answered after a pause (what follows it on a connection
         // must wait). Manifest routes serve the blob as a manifest, so that the proxy's handling of
         // manifests meets a body that takes several reads.
-        let manifestHead: HTTPFields = [.contentType: "application/vnd.oci.image.manifest.v1+json", .contentLength: "\(blob.count)"]
+        let manifestHead: HTTPFields = [
+            .contentType: "application/vnd.oci.image.manifest.v1+json", .contentLength: "\(blob.count)",
+        ]
         let plain = { @Sendable (request: Request, _: BasicRequestContext) -> Response in
             let manifest = request.uri.path.contains("/manifests/")
             let head = manifest ? manifestHead : blobHead
             return request.method == .head
                 ? Response(status: .ok, headers: head)
-                : Response(status: .ok, headers: [.contentType: head[.contentType]!], body: .init(byteBuffer: ByteBuffer(bytes: blob)))
+                : Response(
+                    status: .ok, headers: [.contentType: head[.contentType]!], body: .init(byteBuffer: ByteBuffer(bytes: blob)))
         }
         let slow = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
             try await Task.sleep(for: .milliseconds(300))
@@ -92,29 +97,34 @@ public final class StubUpstream: Sendable {
         }
         // Promises the whole blob, sends a quarter, then fails.
         let broken = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
-            Response(status: .ok, body: ResponseBody(contentLength: blob.count) { writer in
-                try await writer.write(ByteBuffer(bytes: blob.prefix(blob.count / 4)))
-                throw TestSupportError("the stub upstream fails mid-body on purpose")
-            })
+            Response(
+                status: .ok,
+                body: ResponseBody(contentLength: blob.count) { writer in
+                    try await writer.write(ByteBuffer(bytes: blob.prefix(blob.count / 4)))
+                    throw TestSupportError("the stub upstream fails mid-body on purpose")
+                })
         }
         // 4 GiB in 1 MiB buffers, as fast as the reader takes them.
         let endless = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
             let chunk = ByteBuffer(repeating: 0x5a, count: 1 << 20)
-            return Response(status: .ok, body: ResponseBody(contentLength: 4 << 30) { writer in
-                defer { stream.withLock { $0.ended = true } }
-                for _ in 0..<4096 {
-                    try await writer.write(chunk)
-                    stream.withLock { $0.written += chunk.readableBytes }
-                }
-                try await writer.finish(nil)
-            })
+            return Response(
+                status: .ok,
+                body: ResponseBody(contentLength: 4 << 30) { writer in
+                    defer { stream.withLock { $0.ended = true } }
+                    for _ in 0..<4096 {
+                        try await writer.write(chunk)
+                        stream.withLock { $0.written += chunk.readableBytes }
+                    }
+                    try await writer.finish(nil)
+                })
         }
         // The same behaviours on the storage a blob read is redirected to: `v2/storage-KIND/app`
         // redirects to `/storage/KIND` on another origin.
         // Storage that refuses its own signed URL, and storage that redirects to itself forever.
         let refusing = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
-            Response(status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="storage""#],
-                     body: .init(byteBuffer: ByteBuffer(string: "storage-says-no")))
+            Response(
+                status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="storage""#],
+                body: .init(byteBuffer: ByteBuffer(string: "storage-says-no")))
         }
         let storageLoop = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
             Response(status: .temporaryRedirect, headers: [.location: "/storage/loop?sig=1"])
@@ -233,12 +243,15 @@ public final class StubUpstream: Sendable {
         for await value in ports { port = value }
         for await _ in socketReady {}
         guard port != 0 else { throw TestSupportError("the stub upstream did not start") }
-        return StubUpstream(port: port, blob: blob, seen: seen, stream: stream, socketPath: socketPath, socketRequests: socketRequests,
-                            uploads: uploads, task: task)
+        return StubUpstream(
+            port: port, blob: blob, seen: seen, stream: stream, socketPath: socketPath, socketRequests: socketRequests,
+            uploads: uploads, task: task)
     }
 
-    private init(port: Int, blob: Data, seen: Locked<[String?]>, stream: Locked<(written: Int, ended: Bool)>,
-                 socketPath: String, socketRequests: Locked<Int>, uploads: Locked<(inFlight: Int, most: Int)>, task: Task<Void, any Error>) {
+    private init(
+        port: Int, blob: Data, seen: Locked<[String?]>, stream: Locked<(written: Int, ended: Bool)>,
+        socketPath: String, socketRequests: Locked<Int>, uploads: Locked<(inFlight: Int, most: Int)>, task: Task<Void, any Error>
+    ) {
         self.stream = stream
         self.port = port
         self.blob = blob

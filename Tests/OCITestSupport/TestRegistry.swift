@@ -64,17 +64,19 @@ public final class TestRegistry: Sendable {
         if tls {
             let key = directory.appendingPathComponent("tls-key.pem")
             let certificate = directory.appendingPathComponent("tls-cert.pem")
-            try runCommand("/usr/bin/openssl", [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.path, "-out", certificate.path,
-                "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            ])
+            try runCommand(
+                "/usr/bin/openssl",
+                [
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.path, "-out", certificate.path,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                ])
             certificatePEM = try String(contentsOf: certificate, encoding: .utf8)
             tlsSection = """
 
-              tls:
-                certificate: \(certificate.path)
-                key: \(key.path)
-            """
+                  tls:
+                    certificate: \(certificate.path)
+                    key: \(key.path)
+                """
         }
         var authSection = ""
         switch auth {
@@ -83,48 +85,49 @@ public final class TestRegistry: Sendable {
         case .htpasswd(let users):
             var lines: [String] = []
             for (user, password) in users.sorted(by: { $0.key < $1.key }) {
-                lines.append(try runCommand("/usr/bin/htpasswd", ["-Bbn", user, password]).trimmingCharacters(in: .whitespacesAndNewlines))
+                lines.append(
+                    try runCommand("/usr/bin/htpasswd", ["-Bbn", user, password]).trimmingCharacters(in: .whitespacesAndNewlines))
             }
             let file = directory.appendingPathComponent("htpasswd")
             try lines.joined(separator: "\n").appending("\n").write(to: file, atomically: true, encoding: .utf8)
             authSection = """
-            auth:
-              htpasswd:
-                realm: test-registry
-                path: \(file.path)
-            """
+                auth:
+                  htpasswd:
+                    realm: test-registry
+                    path: \(file.path)
+                """
         case .token(let issuer):
             authSection = """
-            auth:
-              token:
-                realm: \(issuer.realm)
-                service: \(issuer.service)
-                issuer: \(issuer.issuerName)
-                rootcertbundle: \(issuer.certificateFile.path)
-            """
+                auth:
+                  token:
+                    realm: \(issuer.realm)
+                    service: \(issuer.service)
+                    issuer: \(issuer.issuerName)
+                    rootcertbundle: \(issuer.certificateFile.path)
+                """
         }
         let configuration = """
-        version: 0.1
-        log:
-          level: error
-          accesslog:
-            disabled: true
-        storage:
-          filesystem:
-            rootdirectory: \(directory.appendingPathComponent("storage").path)
-          delete:
-            enabled: true
-          maintenance:
-            uploadpurging:
-              enabled: false
-        http:
-          addr: 127.0.0.1:\(port)
-          secret: test-registry-secret\(tlsSection)
-        health:
-          storagedriver:
-            enabled: false
-        \(authSection)
-        """
+            version: 0.1
+            log:
+              level: error
+              accesslog:
+                disabled: true
+            storage:
+              filesystem:
+                rootdirectory: \(directory.appendingPathComponent("storage").path)
+              delete:
+                enabled: true
+              maintenance:
+                uploadpurging:
+                  enabled: false
+            http:
+              addr: 127.0.0.1:\(port)
+              secret: test-registry-secret\(tlsSection)
+            health:
+              storagedriver:
+                enabled: false
+            \(authSection)
+            """
         let configurationFile = directory.appendingPathComponent("config.yml")
         try configuration.write(to: configurationFile, atomically: true, encoding: .utf8)
 

@@ -1,8 +1,8 @@
-import _CryptoExtras
 import Crypto
 import Foundation
 import Hummingbird
 import Logging
+import _CryptoExtras
 
 /// A small token server for distribution token auth, on loopback: it signs RS256 JWTs with a key
 /// whose certificate is in the registry's `rootcertbundle`, so the registry verifies them for
@@ -62,10 +62,12 @@ public final class TokenIssuer: Sendable {
         let directory = try Loopback.temporaryDirectory("issuer")
         let key = directory.appendingPathComponent("key.pem")
         let certificate = directory.appendingPathComponent("cert.pem")
-        try runCommand("/usr/bin/openssl", [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.path, "-out", certificate.path,
-            "-days", "2", "-subj", "/CN=test-token-issuer",
-        ])
+        try runCommand(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key.path, "-out", certificate.path,
+                "-days", "2", "-subj", "/CN=test-token-issuer",
+            ])
         let signingKey = try _RSA.Signing.PrivateKey(pemRepresentation: String(contentsOf: key, encoding: .utf8))
         let certificatePEM = try String(contentsOf: certificate, encoding: .utf8)
         let certificateDER = certificatePEM.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
@@ -79,7 +81,8 @@ public final class TokenIssuer: Sendable {
         certificateDERBase64: String, certificateFile: URL
     ) async throws {
         let state = Locked(State(expiresIn: expiresIn, acceptPost: acceptPost))
-        let signer = JWTSigner(key: signingKey, certificate: certificateDERBase64, issuer: "test-token-issuer", audience: "test-registry")
+        let signer = JWTSigner(
+            key: signingKey, certificate: certificateDERBase64, issuer: "test-token-issuer", audience: "test-registry")
         let router = Router()
         router.get("token") { request, _ -> Response in
             let query = request.uri.queryParameters
@@ -92,7 +95,8 @@ public final class TokenIssuer: Sendable {
                     state.counts.rejected += 1
                     return Self.json(.unauthorized, #"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#)
                 }
-                let token = signer.sign(subject: name, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
+                let token = signer.sign(
+                    subject: name, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
                 return Self.json(.ok, #"{"token":"\#(token)","expires_in":\#(state.expiresIn),"issued_at":"\#(Self.now())"}"#)
             }
         }
@@ -124,10 +128,12 @@ public final class TokenIssuer: Sendable {
                 }
                 let refresh = UUID().uuidString
                 state.refreshTokens[refresh] = subject
-                let token = signer.sign(subject: subject, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
+                let token = signer.sign(
+                    subject: subject, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
                 return Self.json(
                     .ok,
-                    #"{"access_token":"\#(token)","expires_in":\#(state.expiresIn),"refresh_token":"\#(refresh)","scope":"\#(scopes.joined(separator: " "))"}"#)
+                    #"{"access_token":"\#(token)","expires_in":\#(state.expiresIn),"refresh_token":"\#(refresh)","scope":"\#(scopes.joined(separator: " "))"}"#
+                )
             }
         }
         let (portStream, portContinuation) = AsyncStream.makeStream(of: Int.self)
@@ -167,8 +173,8 @@ public final class TokenIssuer: Sendable {
 
     private static func basicUser(_ header: String?, users: [String: User]) -> (String, User)? {
         guard let header, header.lowercased().hasPrefix("basic "),
-              let data = Data(base64Encoded: String(header.dropFirst(6))),
-              let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
+            let data = Data(base64Encoded: String(header.dropFirst(6))),
+            let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
         else { return nil }
         let name = String(pair[..<colon])
         guard let user = users[name], user.password == pair[pair.index(after: colon)...] else { return nil }
@@ -224,7 +230,8 @@ struct JWTSigner: Sendable {
             "iss": issuer, "sub": subject, "aud": audience, "exp": now + lifetime, "nbf": now - 1, "iat": now,
             "jti": UUID().uuidString, "access": access,
         ]
-        let signingInput = Self.base64URL(try! JSONSerialization.data(withJSONObject: header, options: .sortedKeys))
+        let signingInput =
+            Self.base64URL(try! JSONSerialization.data(withJSONObject: header, options: .sortedKeys))
             + "." + Self.base64URL(try! JSONSerialization.data(withJSONObject: claims, options: .sortedKeys))
         let signature = try! key.signature(for: Data(signingInput.utf8), padding: .insecurePKCS1v1_5)
         return signingInput + "." + Self.base64URL(signature.withUnsafeBytes { Data($0) })

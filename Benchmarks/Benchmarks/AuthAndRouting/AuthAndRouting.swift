@@ -6,7 +6,8 @@ import OCIReference
 // The per-request work of the proxy besides moving bytes: reading challenges, normalising scopes,
 // finding a cached token, and rewriting locations.
 
-private let challenge = #"Bearer realm="https://harbor.example.com/service/token",service="harbor-registry",scope="repository:team/app:pull,push""#
+private let challenge =
+    #"Bearer realm="https://harbor.example.com/service/token",service="harbor-registry",scope="repository:team/app:pull,push""#
 private let scopes = "repository:team/app:push repository:team/base:pull repository:team/app:pull registry:catalog:*"
 
 let benchmarks: @Sendable () -> Void = {
@@ -42,22 +43,25 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     let cache = TokenCache()
-    let key = TokenCache.Key(connector: try! ConnectorID(parsing: "team-a/harbor"), scopes: ScopeSet(parsing: "repository:team/app:pull"))
+    let key = TokenCache.Key(
+        connector: try! ConnectorID(parsing: "team-a/harbor"), scopes: ScopeSet(parsing: "repository:team/app:pull"))
     Benchmark("TokenCacheHit") { benchmark in
         _ = try await cache.token(for: key) { _ async throws(AuthError) -> RegistryToken in
             RegistryToken(value: "token", lifetime: .seconds(3600))
         }
         for _ in benchmark.scaledIterations {
-            blackHole(try await cache.token(for: key) { _ async throws(AuthError) -> RegistryToken in
-                RegistryToken(value: "other", lifetime: .seconds(3600))
-            })
+            blackHole(
+                try await cache.token(for: key) { _ async throws(AuthError) -> RegistryToken in
+                    RegistryToken(value: "other", lifetime: .seconds(3600))
+                })
         }
     }
 
     let rewriter = HeaderRewriter(
         clientOrigin: "http://proxy.example:8080", repositoryPrefix: "namespaces/team-a/connectors/harbor",
         upstream: try! RegistryAddress(parsing: "https://harbor.example.com"))
-    let location = "https://harbor.example.com/v2/team/app/blobs/uploads/4f1c2d3e-aaaa-bbbb-cccc-123456789abc?_state=abcdefghijklmnop"
+    let location =
+        "https://harbor.example.com/v2/team/app/blobs/uploads/4f1c2d3e-aaaa-bbbb-cccc-123456789abc?_state=abcdefghijklmnop"
     Benchmark("RewriteUploadLocation") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(rewriter.location(location))

@@ -29,7 +29,9 @@ final class ClientAuthenticator: Sendable {
     /// ``claims(authorization:now:)`` for a connection whose requests repeat one header: one
     /// that equals `last`'s is not looked up again (hashing a JWT of several hundred bytes and
     /// taking the lock cost more than comparing it), but its validity period is still checked.
-    func claims(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
+    func claims(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse)
+        -> ProxyTokenClaims
+    {
         if let last, let header, header == last.header {
             do {
                 try last.claims.checkValidity(at: now)
@@ -71,7 +73,7 @@ final class ClientAuthenticator: Sendable {
             token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         } else if lowercased.hasPrefix("basic ") {
             guard let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
-                  let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
+                let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
             else { throw Self.unauthorized("malformed Basic credentials") }
             token = String(pair[pair.index(after: colon)...])
         } else {

@@ -29,8 +29,9 @@ struct LocalAnswer {
 
     /// The version check's answer for a valid token, as registries answer it.
     static func versionCheck(log: RequestLog) -> LocalAnswer {
-        LocalAnswer(status: .ok, headers: ["Content-Type": "application/json", "Docker-Distribution-API-Version": "registry/2.0"],
-                    body: "{}", detail: nil, log: log)
+        LocalAnswer(
+            status: .ok, headers: ["Content-Type": "application/json", "Docker-Distribution-API-Version": "registry/2.0"],
+            body: "{}", detail: nil, log: log)
     }
 
     /// A refusal in the registry's error format.
@@ -131,7 +132,8 @@ extension ConnectorProxy {
         let action = Self.action(head.method, route)
         guard claims.allows(connector: connector.description, action: action, repository: repository) else {
             throw RegistryErrorResponse(
-                .forbidden, "DENIED", "the token does not allow \(action) on \(repository ?? "this connector") through \(connector)")
+                .forbidden, "DENIED",
+                "the token does not allow \(action) on \(repository ?? "this connector") through \(connector)")
         }
         guard let upstream = upstreams[connector] else {
             throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connector) is configured")
@@ -219,7 +221,8 @@ extension ConnectorProxy {
     ) throws(RegistryErrorResponse) -> (query: String?, mountFrom: String?) {
         // Registries read the fields of a form body as if they were in the query.
         if let type = contentType?.lowercased(),
-           type.hasPrefix("application/x-www-form-urlencoded") || type.hasPrefix("multipart/form-data") {
+            type.hasPrefix("application/x-www-form-urlencoded") || type.hasPrefix("multipart/form-data")
+        {
             throw RegistryErrorResponse(
                 .unsupportedMediaType, "UNSUPPORTED", "an upload start cannot carry a form body; send parameters in the query")
         }
@@ -235,11 +238,13 @@ extension ConnectorProxy {
             source = String(from.dropFirst(prefix.count + 1))
         }
         guard case .repository(source, .tagList)? = try? RegistryRoute(path: "/v2/\(source)/tags/list") else {
-            throw RegistryErrorResponse(.badRequest, "NAME_INVALID", "the repository to mount from is not a valid repository name")
+            throw RegistryErrorResponse(
+                .badRequest, "NAME_INVALID", "the repository to mount from is not a valid repository name")
         }
         guard claims.allows(connector: connector.description, action: "pull", repository: source) else {
             throw RegistryErrorResponse(
-                .forbidden, "DENIED", "the token does not allow pull on \(source), the repository to mount from, through \(connector)")
+                .forbidden, "DENIED",
+                "the token does not allow pull on \(source), the repository to mount from, through \(connector)")
         }
         query["from"] = source
         return (query.encoded, source)

@@ -31,7 +31,7 @@ struct UploadStartQuery: Equatable {
             }
             let equals = part.firstIndex(of: "=")
             guard let name = Self.decode(part[..<(equals ?? part.endIndex)]),
-                  let value = Self.decode(equals.map { part[part.index(after: $0)...] } ?? "")
+                let value = Self.decode(equals.map { part[part.index(after: $0)...] } ?? "")
             else { throw Self.ambiguous("a malformed escape in the query") }
             if Self.deciding.contains(name) {
                 guard seen.insert(name).inserted else { throw Self.ambiguous("'\(name)' given more than once") }
@@ -71,7 +71,9 @@ struct UploadStartQuery: Equatable {
             case UInt8(ascii: "+"):
                 bytes.append(UInt8(ascii: " "))
             case UInt8(ascii: "%"):
-                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
+                    return nil
+                }
                 bytes.append(high << 4 | low)
             default:
                 bytes.append(byte)
@@ -95,8 +97,9 @@ struct UploadStartQuery: Equatable {
         var output = ""
         for byte in text.utf8 {
             switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"), UInt8(ascii: ":"):
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"), UInt8(ascii: ":"):
                 output.unicodeScalars.append(Unicode.Scalar(byte))
             default:
                 let digits = Array("0123456789ABCDEF".utf8)

@@ -59,13 +59,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private func start(context: ChannelHandlerContext) {
         guard deadlines == nil, !closing else { return }
         guard counter.admit() else {
-            refuse(RegistryErrorResponse(.serviceUnavailable, "UNAVAILABLE", "the proxy is serving as many connections as it may; retry later"),
-                   context: context)
+            refuse(
+                RegistryErrorResponse(
+                    .serviceUnavailable, "UNAVAILABLE", "the proxy is serving as many connections as it may; retry later"),
+                context: context)
             return
         }
         admitted = true
-        deadlines = ConnectionDeadlines(headerTimeout: limits.headerTimeout, idleTimeout: limits.idleTimeout,
-                                        openedAt: context.eventLoop.now)
+        deadlines = ConnectionDeadlines(
+            headerTimeout: limits.headerTimeout, idleTimeout: limits.idleTimeout,
+            openedAt: context.eventLoop.now)
         arm(context: context)
     }
 
@@ -115,7 +118,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             closing = true
             context.close(promise: nil)
         case .header?:
-            refuse(RegistryErrorResponse(.requestTimeout, "UNAVAILABLE", "the request head did not arrive in time"), context: context)
+            refuse(
+                RegistryErrorResponse(.requestTimeout, "UNAVAILABLE", "the request head did not arrive in time"), context: context
+            )
         case nil:
             arm(context: context)  // The phase changed since this was scheduled.
         }

@@ -17,8 +17,10 @@ public struct ConnectionLimits: Sendable, Hashable {
     public var maxConnections: Int
 
     /// Creates limits.
-    public init(headerTimeout: TimeAmount = .seconds(30), idleTimeout: TimeAmount = .seconds(60),
-                maxHeadBytes: Int = 32 * 1024, maxConnections: Int = 4096) {
+    public init(
+        headerTimeout: TimeAmount = .seconds(30), idleTimeout: TimeAmount = .seconds(60),
+        maxHeadBytes: Int = 32 * 1024, maxConnections: Int = 4096
+    ) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.maxHeadBytes = maxHeadBytes

@@ -160,15 +160,19 @@ final class ConnectionPersistenceHandler: ChannelDuplexHandler, RemovableChannel
         }
         switch state.parseFailed() {
         case .answerAndClose:
-            let answer = parserError == .headerOverflow
-                ? RegistryErrorResponse(HTTPResponseStatus(statusCode: 431, reasonPhrase: "Request Header Fields Too Large"), "UNSUPPORTED",
-                                        "the request head is larger than the proxy accepts")
+            let answer =
+                parserError == .headerOverflow
+                ? RegistryErrorResponse(
+                    HTTPResponseStatus(statusCode: 431, reasonPhrase: "Request Header Fields Too Large"), "UNSUPPORTED",
+                    "the request head is larger than the proxy accepts")
                 : RegistryErrorResponse(.badRequest, "UNSUPPORTED", "the request is not valid HTTP/1.1")
             var headers = answer.responseHeaders
             let body = context.channel.allocator.buffer(string: answer.json)
             headers.add(name: "Content-Length", value: "\(body.readableBytes)")
             headers.add(name: "Connection", value: "close")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil
+            )
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .closeAfterAnswers:

@@ -1,7 +1,7 @@
 import AsyncHTTPClient
 import Foundation
-import NIOHTTP1
 import NIOCore
+import NIOHTTP1
 import OCIAuth
 import OCIProxyToken
 import OCIReference
@@ -37,7 +37,8 @@ enum CatalogFilter {
             switch pair[0] {
             case "n":
                 guard let value, let number = Int(value), (0...pageSize).contains(number) else {
-                    throw RegistryErrorResponse(.badRequest, "PAGINATION_NUMBER_INVALID", "n must be a number from 0 to \(pageSize)")
+                    throw RegistryErrorResponse(
+                        .badRequest, "PAGINATION_NUMBER_INVALID", "n must be a number from 0 to \(pageSize)")
                 }
                 n = number
             case "last":
@@ -79,7 +80,8 @@ extension ConnectorProxy {
         walk: while wanted > 0 {
             pages += 1
             guard pages <= CatalogFilter.upstreamPageLimit else {
-                throw upstream.unavailable("its catalog is longer than \(CatalogFilter.upstreamPageLimit) pages of \(CatalogFilter.pageSize)")
+                throw upstream.unavailable(
+                    "its catalog is longer than \(CatalogFilter.upstreamPageLimit) pages of \(CatalogFilter.pageSize)")
             }
             let (page, hasNext) = try await catalogPage(after: cursor, upstream: upstream, scopes: plan.scopes)
             for repository in page where claims.allows(connector: upstream.name, action: "pull", repository: repository) {
@@ -96,12 +98,18 @@ extension ConnectorProxy {
                 break
             }
         }
-        var headers: HTTPHeaders = ["Content-Type": "application/json; charset=utf-8", "Docker-Distribution-API-Version": "registry/2.0"]
+        var headers: HTTPHeaders = [
+            "Content-Type": "application/json; charset=utf-8", "Docker-Distribution-API-Version": "registry/2.0",
+        ]
         if more, let last = names.last {
             let path = "/v2/" + (plan.prefix.isEmpty ? "" : plan.prefix + "/") + "_catalog"
-            headers.add(name: "Link", value: "<http://\(plan.host)\(path)?last=\(CatalogFilter.queryValue(last))&n=\(wanted)>; rel=\"next\"")
+            headers.add(
+                name: "Link",
+                value: "<http://\(plan.host)\(path)?last=\(CatalogFilter.queryValue(last))&n=\(wanted)>; rel=\"next\"")
         }
-        return .local(LocalAnswer(status: .ok, headers: headers, body: String(buffer: CatalogFilter.json(names)), detail: nil, log: plan.log))
+        return .local(
+            LocalAnswer(
+                status: .ok, headers: headers, body: String(buffer: CatalogFilter.json(names)), detail: nil, log: plan.log))
     }
 
     /// One page of the upstream's catalog after `last`, and whether it has another.

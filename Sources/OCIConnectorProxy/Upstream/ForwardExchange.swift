@@ -18,7 +18,9 @@ final class ForwardExchange: ClientExchange {
     /// concurrent pushes peaked at 50–64 MiB of heap instead of 72–82 with ten (Performance.md).
     static let bodyPartsAhead = NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(lowWatermark: 1, highWatermark: 2)
 
-    typealias Body = NIOThrowingAsyncSequenceProducer<ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, Demand>
+    typealias Body = NIOThrowingAsyncSequenceProducer<
+        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, Demand
+    >
 
     /// Tells the client connection when the upstream wants more of the body.
     struct Demand: NIOAsyncSequenceProducerDelegate {

@@ -52,8 +52,8 @@ public struct HeaderRewriter: Sendable {
         let authorityEnd = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? afterScheme.endIndex
         let authority = afterScheme[..<authorityEnd].lowercased()
         guard let address = try? RegistryAddress(parsing: "\(scheme)://\(authority)"),
-              address.scheme == upstream.scheme,
-              address.authority.lowercased() == upstream.authority.lowercased()
+            address.scheme == upstream.scheme,
+            address.authority.lowercased() == upstream.authority.lowercased()
                 || address.authority.lowercased() == upstream.endpoint.lowercased()
         else { return nil }
         let path = afterScheme[authorityEnd...]

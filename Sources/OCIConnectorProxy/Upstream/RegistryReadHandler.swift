@@ -123,8 +123,11 @@ final class RegistryReadHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard head.status.code >= 200 else { return }  // 1xx: the real response follows.
             let relay = Relay()
             state = .relaying(relay, connection, keepAlive: head.isKeepAlive)
-            promise.succeed(RelayedResponse(head: head, body: RelayedBody(
-                handler: NIOLoopBound(self, eventLoop: context.eventLoop), generation: generation)))
+            promise.succeed(
+                RelayedResponse(
+                    head: head,
+                    body: RelayedBody(
+                        handler: NIOLoopBound(self, eventLoop: context.eventLoop), generation: generation)))
 
         case (.head(let head), .awaitingHead(.sequence(let promise), let connection)):
             guard head.status.code >= 200 else { return }  // 1xx: the real response follows.
@@ -321,7 +324,8 @@ final class RegistryReadHandler: ChannelDuplexHandler, RemovableChannelHandler {
             timer = nil
             guard let context = self.context, phase != .none, !paused else { return }
             if NIODeadline.now() >= lastRead + readTimeout {
-                let error = RegistryReadError(.timedOut, "the upstream sent nothing for \(readTimeout.nanoseconds / 1_000_000_000) s")
+                let error = RegistryReadError(
+                    .timedOut, "the upstream sent nothing for \(readTimeout.nanoseconds / 1_000_000_000) s")
                 fail(error)
                 close(context)
             } else {

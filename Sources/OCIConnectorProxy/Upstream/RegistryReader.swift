@@ -95,8 +95,10 @@ final class RegistryReader: Sendable {
         host: String, port: Int, hostHeader: String, configuration: Configuration = .init(),
         group: (any EventLoopGroup)? = nil
     ) throws {
-        self.init(host: host, port: port, hostHeader: hostHeader, sslContext: try configuration.tls.map(NIOSSLContext.init(configuration:)),
-                  configuration: configuration, group: group)
+        self.init(
+            host: host, port: port, hostHeader: hostHeader,
+            sslContext: try configuration.tls.map(NIOSSLContext.init(configuration:)),
+            configuration: configuration, group: group)
     }
 
     /// A fetcher for `host:port` that speaks TLS with `sslContext` (plain text when `nil`),
@@ -115,8 +117,9 @@ final class RegistryReader: Sendable {
         self.configuration = configuration
         self.sslContext = sslContext
         self.group = group ?? MultiThreadedEventLoopGroup.singleton
-        self.pool = ConnectionPool(capacity: configuration.idleConnections,
-                                   largeBufferCapacity: configuration.idleConnectionsWithLargeBuffers)
+        self.pool = ConnectionPool(
+            capacity: configuration.idleConnections,
+            largeBufferCapacity: configuration.idleConnectionsWithLargeBuffers)
     }
 
     /// Sends `GET target` (a path and query) with `headers` and returns the response head and its
@@ -142,7 +145,9 @@ final class RegistryReader: Sendable {
     /// to a channel of that loop as it is read: the request goes out on a connection of
     /// `eventLoop` itself, with the same connection reuse and retry, and the body's sink is called
     /// on `eventLoop`, with no thread switch per buffer.
-    func startRelay(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<RelayedResponse> {
+    func startRelay(_ method: HTTPMethod, _ target: String, headers: HTTPHeaders, on eventLoop: any EventLoop) -> EventLoopFuture<
+        RelayedResponse
+    > {
         start(requestHead(method, target, headers: headers), on: eventLoop, sameLoop: true) { eventLoop in
             let promise = eventLoop.makePromise(of: RelayedResponse.self)
             return (.relay(promise), promise.futureResult)
@@ -190,8 +195,11 @@ final class RegistryReader: Sendable {
         let pool = pool
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
-                minimum: 1024, initial: 64 * 1024, maximum: configuration.maximumReadSize))
+            .channelOption(
+                .recvAllocator,
+                value: AdaptiveRecvByteBufferAllocator(
+                    minimum: 1024, initial: 64 * 1024, maximum: configuration.maximumReadSize)
+            )
             // NIO keeps as many receive buffers per channel for reuse as it reads per wakeup (4 by
             // default): with 1 MiB reads that held 4 MiB per connection, idle pooled ones too.
             // One read per wakeup keeps one; the proxy's peak under 8 pulls and 4 pushes fell
@@ -204,9 +212,10 @@ final class RegistryReader: Sendable {
                         try operations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
                     try operations.addHTTPClientHandlers()
-                    try operations.addHandler(RegistryReadHandler(
-                        bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout,
-                        idleTimeout: configuration.idleTimeout, pool: pool))
+                    try operations.addHandler(
+                        RegistryReadHandler(
+                            bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout,
+                            idleTimeout: configuration.idleTimeout, pool: pool))
                 }
             }
         let (host, port) = (host, port)
@@ -238,7 +247,8 @@ struct RegistryReadResponse: Sendable {
 struct RegistryReadBody: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     typealias Producer = NIOThrowingAsyncSequenceProducer<
-        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, RegistryReadHandler.Demand>
+        ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, RegistryReadHandler.Demand
+    >
     let producer: Producer
 
     /// Iterates the buffers.

@@ -39,8 +39,9 @@ final class StorageFetchers: Sendable {
                 guard let built = try? tls.context() else { return nil }
                 context = built
             }
-            let fetcher = RegistryReader(host: target.host, port: target.port, hostHeader: target.authority,
-                                      sslContext: context, configuration: .init(idleConnections: 8))
+            let fetcher = RegistryReader(
+                host: target.host, port: target.port, hostHeader: target.authority,
+                sslContext: context, configuration: .init(idleConnections: 8))
             fetchers[target.origin] = fetcher
             return (fetcher, target.pathAndQuery)
         }
@@ -71,7 +72,13 @@ struct StorageLocation: Equatable {
     init?(_ url: String) {
         let lowercased = url.prefix(8).lowercased()
         let secure: Bool
-        if lowercased.hasPrefix("https://") { secure = true } else if lowercased.hasPrefix("http://") { secure = false } else { return nil }
+        if lowercased.hasPrefix("https://") {
+            secure = true
+        } else if lowercased.hasPrefix("http://") {
+            secure = false
+        } else {
+            return nil
+        }
         let rest = url.dropFirst(secure ? 8 : 7)
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
         let authority = String(rest[..<authorityEnd])
@@ -98,7 +105,8 @@ struct StorageLocation: Equatable {
         }
         // The same host rule as a connector's own address.
         guard !host.isEmpty, RegistryAddress.isValidHost(authority.hasPrefix("[") ? "[\(host)]" : String(host)),
-              (1...65535).contains(port) else { return nil }
+            (1...65535).contains(port)
+        else { return nil }
         self.isSecure = secure
         self.authority = authority
         self.host = String(host)

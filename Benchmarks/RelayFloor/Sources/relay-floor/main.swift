@@ -14,12 +14,13 @@
 //
 //     relay-floor MODE PORT [UPSTREAM-PORT PREFIX]
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3, let port = Int(arguments[2]) else {
@@ -30,14 +31,17 @@ let mode = arguments[1]
 let upstreamPort = arguments.count > 3 ? Int(arguments[3]) ?? 0 : 0
 let stripped = Array((arguments.count > 4 ? arguments[4] : "").utf8)
 
-let fixedAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDocker-Distribution-Api-Version: registry/2.0\r\nContent-Length: 2\r\n\r\n{}"
+let fixedAnswer =
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDocker-Distribution-Api-Version: registry/2.0\r\nContent-Length: 2\r\n\r\n{}"
 
 /// The length of the request or response head at the start of `buffer`, `nil` until it is whole.
 func headLength(_ buffer: ByteBuffer) -> Int? {
     buffer.withUnsafeReadableBytes { bytes -> Int? in
         guard bytes.count >= 4 else { return nil }
-        for index in 3..<bytes.count where bytes[index] == 10 && bytes[index - 1] == 13
-            && bytes[index - 2] == 10 && bytes[index - 3] == 13 {
+        for index in 3..<bytes.count
+        where bytes[index] == 10 && bytes[index - 1] == 13
+            && bytes[index - 2] == 10 && bytes[index - 3] == 13
+        {
             return index + 1
         }
         return nil
