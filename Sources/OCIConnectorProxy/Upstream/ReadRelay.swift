@@ -29,7 +29,7 @@ final class ReadRelay: ClientExchange {
     private enum State {
         /// Waiting for the upstream's `Authorization`.
         case authorizing
-        /// Waiting for an answer's head; `hops` redirects followed so far.
+        /// Waiting for an answer's head (from the upstream, or where it redirected).
         case asking
         /// Relaying the answer's body.
         case relaying(RelayedBody)
