@@ -405,8 +405,9 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
             secure_paths["baseline"] = {**paths["baseline"], "prefix": "namespaces/bench/connectors/secure/"}
 
         # Seed: the big blob, and a small image for manifest requests.
-        self.push(paths["direct"], "bench/blob", chunked=False)
-        self.push(secure_paths["direct"], "bench/blob", chunked=False)
+        if not args.manifests_only:
+            self.push(paths["direct"], "bench/blob", chunked=False)
+            self.push(secure_paths["direct"], "bench/blob", chunked=False)
         self.seed_image(f"http://127.0.0.1:{anonymous}", "bench/small", [], layer_size=1024)
 
         rows = {name: {} for name in paths}
@@ -414,7 +415,7 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
         # is measured too, since it depends on how the bytes arrive.
         blob_registry = [self.registry_pids[authed]]
         gib = self.size / (1 << 30)
-        for round_index in range(args.rounds):
+        for round_index in range(0 if args.manifests_only else args.rounds):
             order = list(paths) if round_index % 2 == 0 else list(reversed(paths))
             for name in order:
                 path, row = paths[name], rows[name]
@@ -495,11 +496,13 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
             "size_mib": args.size_mib, "rounds": args.rounds,
             "paths": {name: {key: (statistics.median(v) if isinstance(v, list) else v) for key, v in row.items()}
                       for name, row in rows.items()},
-            "proxy_memory_mib": self.memory(),
-            **({"baseline_memory_mib": self.memory(args.baseline_bin)} if args.baseline_bin else {}),
-            "upstream_token_requests": self.token_requests(paths["proxy"], concurrency=100),
             "paired_by_round": paired,
         }
+        if not args.manifests_only:
+            self.results["proxy_memory_mib"] = self.memory()
+            if args.baseline_bin:
+                self.results["baseline_memory_mib"] = self.memory(args.baseline_bin)
+            self.results["upstream_token_requests"] = self.token_requests(paths["proxy"], concurrency=100)
         return self.results
 
     def proxy_path(self, port, token, process):
@@ -721,6 +724,17 @@ def comparison(results):
     return "\n".join(lines)
 
 
+def manifest_table(results):
+    """The manifest cells alone: each path's CPU per request, requests/s and p50, per cell."""
+    lines = ["| cell | path | server CPU µs/request | requests/s | p50 ms |", "|---|---|---:|---:|---:|"]
+    for name, row in results["paths"].items():
+        for key, cell in sorted(row.items()):
+            if isinstance(cell, dict):
+                cpu = f"{cell['cpu_us']:.0f}" if "cpu_us" in cell else "–"
+                lines.append(f"| {key} | {name} | {cpu} | {cell['rps']:.0f} | {cell['p50_ms']:.2f} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -733,6 +747,8 @@ def main():
     parser.add_argument("--proxy-bin", default=".build/release/oci-connector-proxy")
     parser.add_argument("--config-bin", default=".build/release/oci-connector-config")
     parser.add_argument("--baseline-bin", help="another oci-connector-proxy build to measure in the same rounds (before/after)")
+    parser.add_argument("--manifests-only", action="store_true",
+                        help="only the manifest and `/v2/` cells: CPU per request, requests/s and latency, in minutes")
     parser.add_argument("--out", default="Benchmarks/EndToEnd/results.json")
     args = parser.parse_args()
     bench = Bench(args)
@@ -743,7 +759,7 @@ def main():
         results = bench.run()
     finally:
         bench.cleanup()
-    print(table(results))
+    print(manifest_table(results) if args.manifests_only else table(results))
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=2, sort_keys=True)
     print(f"\nwritten to {args.out}")

@@ -49,6 +49,11 @@ public struct RegistryToken: Sendable, CustomStringConvertible {
         guard let value = [response.token, response.access_token].compactMap({ $0 }).first(where: { !$0.isEmpty }) else {
             throw AuthError(.invalidTokenResponse, "the token server's answer holds no token")
         }
+        // It goes into an `Authorization` header as it is: a token server must not be able to
+        // add headers, or split the request, with a line break in it.
+        guard value.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw AuthError(.invalidTokenResponse, "the token server's token holds characters a header cannot carry")
+        }
         let seconds = response.expires_in.flatMap { $0 > 0 ? $0 : nil } ?? 60
         return RegistryToken(
             value: value, lifetime: .milliseconds(Int64(seconds * 1000)), receivedAt: receivedAt,

@@ -1,6 +1,8 @@
-import OCIAuth
+import Foundation
 import OCIReference
 import Testing
+
+@testable import OCIAuth
 
 @Suite("WWW-Authenticate parsing")
 struct ChallengeTests {
@@ -164,6 +166,25 @@ struct TokenEndpointTests {
         }
         // A plain-HTTP registry may have a plain-HTTP realm.
         #expect(throws: Never.self) { try TokenEndpoint(challenge: challenge, registry: httpRegistry) }
+    }
+
+    /// A token goes into an `Authorization` header as it came: a token server cannot smuggle a
+    /// header, or a second request, into what the proxy sends upstream.
+    @Test(arguments: ["abc\r\nX-Injected: 1", "abc\ndef", "two words", "tab\there", "nul\u{0}", "caf\u{E9}"])
+    func refusesTokensAHeaderCannotCarry(_ token: String) throws {
+        let body = try JSONEncoder().encode(["token": token])
+        #expect {
+            _ = try RegistryToken.decode(body, receivedAt: .now)
+        } throws: { error in
+            (error as? AuthError)?.code == .invalidTokenResponse
+        }
+    }
+
+    @Test func acceptsTheTokensRegistriesIssue() throws {
+        for token in ["eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2ln-_", "djE6b3JnL3JlcG86cHVsbA==", "ghp_A1b2~+/"] {
+            let body = try JSONEncoder().encode(["access_token": token])
+            #expect(try RegistryToken.decode(body, receivedAt: .now).value == token)
+        }
     }
 
     @Test(arguments: ["", "/relative/token", "ftp://host/token", "https://user:pw@host/token", "not a url"])

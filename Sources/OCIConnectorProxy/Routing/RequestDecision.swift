@@ -57,8 +57,12 @@ struct UpstreamPlan {
     let target: String
     /// The client's headers that go upstream: no hop-by-hop ones, no proxy token, no `Expect`.
     let headers: HTTPHeaders
+    /// What the scopes the upstream's token must hold are worked out from, when they are needed:
+    /// a connector without token auth never needs them, and they cost more to make than the
+    /// rest of the plan.
+    let scopeMountFrom: String?
     /// The scopes the upstream's token must hold.
-    let scopes: ScopeSet
+    var scopes: ScopeSet { ScopeHints.scopes(method: method.rawValue, route: route, mountFrom: scopeMountFrom) }
     /// The request's body length, if `Content-Length` gives it.
     let contentLength: Int?
     /// Whether the request has a body to stream upstream.
@@ -149,13 +153,11 @@ extension ConnectorProxy {
                 connector: connector, claims: claims)
         }
         let length = head.headers.first(name: "Content-Length").flatMap { Int($0) }
-        var headers = Self.forwardableHeaders(head.headers)
-        let expectsContinue = headers.first(name: "Expect")?.lowercased() == "100-continue"
-        headers.remove(name: "Expect")
+        let (headers, expectsContinue) = Self.forwardableHeaders(head.headers)
         let plan = UpstreamPlan(
             method: head.method, upstream: upstream, route: route,
             target: Self.upstreamPath(route) + (upstreamQuery.map { "?" + $0 } ?? ""), headers: headers,
-            scopes: ScopeHints.scopes(method: head.method.rawValue, route: route, mountFrom: mountFrom),
+            scopeMountFrom: mountFrom,
             contentLength: length, hasBody: head.headers.contains(name: "Transfer-Encoding") || (length ?? 0) > 0,
             expectsContinue: expectsContinue, host: host, prefix: destination.inPath ? upstream.pathPrefix : "",
             query: query.map(String.init), log: log)
@@ -252,18 +254,24 @@ extension ConnectorProxy {
 
     /// The client's headers minus hop-by-hop ones (the proxy token among them) and those named
     /// by `Connection`.
-    static func forwardableHeaders(_ fields: HTTPHeaders) -> HTTPHeaders {
+    static func forwardableHeaders(_ fields: HTTPHeaders) -> (headers: HTTPHeaders, expectsContinue: Bool) {
         var headers = HTTPHeaders()
         // The usual case: no names to lowercase, and room for all but the hop-by-hop ones, made
         // once (with `Authorization`, added later).
         headers.reserveCapacity(fields.count)
         let connection = fields.first(name: "Connection")
         let named = connection.map { Set($0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }) }
+        var expectsContinue = false
         for (name, value) in fields where !HeaderRewriter.isHopByHop(name) {
             if let named, named.contains(name.lowercased()) { continue }
+            // `Expect` is answered by the proxy itself, not sent on.
+            if name.utf8.count == 6, name.equalsIgnoringASCIICase("expect") {
+                expectsContinue = expectsContinue || value.equalsIgnoringASCIICase("100-continue")
+                continue
+            }
             headers.add(name: name, value: value)
         }
-        return headers
+        return (headers, expectsContinue)
     }
 
     /// The registry's answer to a path that is not one of its routes, or names something invalid.

@@ -220,6 +220,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
             context.close(promise: nil)
         case .takeUpWaiting:
             exchange = nil
+            // Most connections send one request at a time: then nothing waits, and no task is
+            // scheduled for each request.
+            guard state.hasWaiting else { return }
             // On the next turn of the loop: this may run inside an exchange's write.
             context.eventLoop.assumeIsolated().execute { [self] in
                 takeUpWaiting(context: context)

@@ -130,6 +130,9 @@ struct ClientConnectionState {
         return .takeUpWaiting
     }
 
+    /// Whether anything waits to be taken up after an exchange: parts of requests, or a read.
+    var hasWaiting: Bool { !waiting.isEmpty || readHeld }
+
     /// The channel asks for a read.
     mutating func readRequested() -> ReadAction {
         if waiting.isEmpty, !bodyPaused, phase != .closing { return .read }

@@ -14,12 +14,14 @@ import NIOHTTP1
 /// until the client closed it, idle or not. While a request body streams in, the connection
 /// reads four times per wake-up (one read per wake-up costs a fifth more CPU per pushed GiB);
 /// otherwise once, which keeps one buffer.
-final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
 
     /// The largest buffer one read may fill.
     let maximum: Int
+    /// The reads per wake-up the channel is set to.
+    private var readsPerWakeUp: UInt = 1
 
     /// Reads per wake-up (and receive buffers kept) while a request body streams in: NIO's default.
     static let readsWhileUploading: UInt = 4
@@ -38,10 +40,10 @@ final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request) where Self.hasBody(request):
-            Self.setReadsPerWakeUp(Self.readsWhileUploading, context: context)
+            setReadsPerWakeUp(Self.readsWhileUploading, context: context)
         case .end:
             // Fewer reads per wake-up also drop the receive buffers kept beyond one.
-            Self.setReadsPerWakeUp(1, context: context)
+            setReadsPerWakeUp(1, context: context)
         default:
             break
         }
@@ -53,7 +55,11 @@ final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler
             || (request.headers.first(name: "Content-Length").flatMap { Int($0) } ?? 0) > 0
     }
 
-    private static func setReadsPerWakeUp(_ reads: UInt, context: ChannelHandlerContext) {
+    /// Sets the reads per wake-up when they change: most requests have no body, and setting the
+    /// option at each request's end cost more than the rest of this handler.
+    private func setReadsPerWakeUp(_ reads: UInt, context: ChannelHandlerContext) {
+        guard reads != readsPerWakeUp else { return }
+        readsPerWakeUp = reads
         try? context.channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: reads)
     }
 }

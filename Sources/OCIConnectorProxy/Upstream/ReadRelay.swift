@@ -72,7 +72,8 @@ final class ReadRelay: ClientExchange {
     private func authorized(_ authorization: UpstreamClient.Authorization) {
         self.authorization = authorization
         var headers = plan.headers
-        authorization.apply(to: &headers)
+        // The plan's headers hold no `Authorization` (the client's is the proxy token).
+        if let value = authorization.headerValue { headers.add(name: "Authorization", value: value) }
         ask(plan.upstream.reads, plan.target, headers: headers, onOrigin: true)
     }
 

@@ -211,7 +211,11 @@ final class RegistryReader: Sendable {
                     if let sslContext {
                         try operations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
                     }
-                    try operations.addHTTPClientHandlers()
+                    // Every header sent here is one NIO's decoder accepted from the client, the
+                    // `Host` of a connector whose address was parsed, or an `Authorization` made
+                    // of base64 or of a token checked when it arrived (``RegistryToken``): none
+                    // can hold a line break, so they are not scanned again for every request.
+                    try operations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try operations.addHandler(
                         RegistryReadHandler(
                             bufferedReads: configuration.bufferedReads, readTimeout: configuration.readTimeout,
