@@ -269,7 +269,11 @@ spec: {{address: "https://127.0.0.1:{secure_port}", auth: {{secretRef: {{name: c
 """)
         process = self.start([binary or self.args.proxy_bin, "--connectors", connectors, "--listen", "127.0.0.1:0",
                               "--token-keys", f"{keys}/verification-key.jwk", "--log-level", "warning"])
-        port = int(process.stdout.readline().decode().strip().rsplit(":", 1)[1])
+        # "listening on HOST:PORT" is the last line it prints on start (after the admin one, if any).
+        line = process.stdout.readline().decode()
+        while not line.startswith("listening on ") and line:
+            line = process.stdout.readline().decode()
+        port = int(line.strip().rsplit(":", 1)[1])
         token = subprocess.check_output(
             [self.args.config_bin, "token", "--connector", "bench/authed,bench/anonymous,bench/tokened,bench/secure", "--actions", "pull,push",
              "--ttl", "2h", "--signing-key", f"{keys}/signing-key.jwk"], text=True).strip()

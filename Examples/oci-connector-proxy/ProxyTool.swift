@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoreMetrics
 import Foundation
 import Logging
 import NIOCore
@@ -7,6 +8,7 @@ import OCIConnectorProxy
 import OCIConnectors
 import OCIProxyToken
 import OCIReference
+import Prometheus
 
 /// `oci-connector-proxy`: serves the distribution API for every connector, injecting the
 /// connectors' credentials. Every option can also be set from the environment.
@@ -25,6 +27,12 @@ struct ProxyTool: AsyncParsableCommand {
 
     @Option(help: "Address to listen on, HOST:PORT (port 0 picks one). (OCI_CONNECTOR_LISTEN)")
     var listen: String = environment["OCI_CONNECTOR_LISTEN"] ?? "127.0.0.1:8080"
+
+    @Option(
+        help: ArgumentHelp(
+            "Address of the admin listener, HOST:PORT: /healthz, /readyz and /metrics (Prometheus); off when unset. (OCI_CONNECTOR_ADMIN_LISTEN)",
+            valueName: "host:port"))
+    var adminListen: String? = environment["OCI_CONNECTOR_ADMIN_LISTEN"]
 
     @Option(help: "Verification key(s) for proxy tokens: a JWK file or a directory of them. (OCI_CONNECTOR_TOKEN_KEYS)")
     var tokenKeys: String?
@@ -54,6 +62,13 @@ struct ProxyTool: AsyncParsableCommand {
 
     func validate() throws {
         _ = try ListenAddress(listen)
+        if let adminListen {
+            let admin = try ListenAddress(adminListen, option: "--admin-listen")
+            let data = try ListenAddress(listen)
+            if admin.port != 0, admin.port == data.port, admin.host == data.host {
+                throw ValidationError("--admin-listen must differ from --listen: probes and metrics have a port of their own")
+            }
+        }
         guard headerTimeout > 0, idleTimeout > 0 else {
             throw ValidationError("--header-timeout and --idle-timeout must be positive")
         }
@@ -82,6 +97,10 @@ struct ProxyTool: AsyncParsableCommand {
         let hostPattern = hostPattern ?? Self.environment["OCI_CONNECTOR_HOST_PATTERN"]
         let address = try ListenAddress(listen)
         let (host, port) = (address.host, address.port)
+
+        // Metrics are recorded only when something can read them: the admin listener.
+        let metrics = adminListen.map { _ in PrometheusCollectorRegistry() }
+        if let metrics { MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics)) }
 
         var configuredLogger = Logger(label: "oci-connector-proxy") { LineLogHandler(label: $0) }
         configuredLogger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
@@ -124,7 +143,26 @@ struct ProxyTool: AsyncParsableCommand {
             throw ExitCode.failure
         }
         let bound = server.localAddress?.port ?? port
-        // One line on stdout for scripts and tests; details go to the log.
+        var admin: AdminServer?
+        if let adminListen, let metrics {
+            let address = try ListenAddress(adminListen, option: "--admin-listen")
+            let endpoints = AdminServer.Endpoints(
+                notReady: { server.isDraining ? "draining: the proxy is shutting down" : nil },
+                metrics: { metrics.emitToString() })
+            do {
+                admin = try await AdminServer.bind(host: address.host, port: address.port, endpoints: endpoints)
+            } catch {
+                await server.shutdownGracefully()
+                await proxy.shutdown()
+                let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+                FileHandle.standardError.write(Data("Error: cannot listen on \(adminListen) (--admin-listen): \(reason)\n".utf8))
+                throw ExitCode.failure
+            }
+            let adminPort = admin?.localAddress?.port ?? address.port
+            FileHandle.standardOutput.write(Data("admin listening on \(address.host):\(adminPort)\n".utf8))
+            logger.notice("admin listener", metadata: ["address": "\(address.host):\(adminPort)"])
+        }
+        // One line on stdout for scripts and tests, the last one; details go to the log.
         FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
         logger.notice("serving", metadata: ["address": "\(host):\(bound)", "connectors": "\(connectors)"])
 
@@ -132,8 +170,10 @@ struct ProxyTool: AsyncParsableCommand {
         // finish, then close the upstream connections.
         let signal = await ShutdownSignal.first(of: [SIGTERM, SIGINT])
         logger.notice("shutting down", metadata: ["signal": "\(signal)"])
+        // Readiness fails from here on, so the Service stops sending new clients.
         await server.shutdownGracefully()
         await proxy.shutdown()
+        await admin?.close()
     }
 }
 
@@ -159,15 +199,15 @@ struct ListenAddress {
     let host: String
     let port: Int
 
-    init(_ text: String) throws {
+    init(_ text: String, option: String = "--listen") throws {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
-            throw ValidationError("--listen must be HOST:PORT, not '\(text)'")
+            throw ValidationError("\(option) must be HOST:PORT, not '\(text)'")
         }
         guard (0...65535).contains(port) else {
-            throw ValidationError("--listen: port \(port) is out of range (0 to 65535; 0 picks a free one)")
+            throw ValidationError("\(option): port \(port) is out of range (0 to 65535; 0 picks a free one)")
         }
         let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        guard !host.isEmpty else { throw ValidationError("--listen must name a host, such as 0.0.0.0:\(port)") }
+        guard !host.isEmpty else { throw ValidationError("\(option) must name a host, such as 0.0.0.0:\(port)") }
         self.host = host
         self.port = port
     }

@@ -1,3 +1,4 @@
+import CoreMetrics
 public import OCIReference
 import Synchronization
 
@@ -10,6 +11,9 @@ import Synchronization
 ///   operations never meet an expired token and never wait for a refresh.
 /// - Lifetimes shorter than ``Configuration/minimumLifetime`` are raised to it (the token spec
 ///   says servers never issue less than 60 seconds; some report less).
+/// - It counts, per connector, through swift-metrics: tokens served from the cache
+///   (`oci_connector_upstream_token_cache_hits_total`) and token requests by result
+///   (`oci_connector_upstream_token_requests_total`, `result` `ok` or `error`).
 /// - Time is read from the clock the cache was created with, the continuous clock unless
 ///   ``init(configuration:clock:)`` names another. A lifetime counts from the token's
 ///   ``RegistryToken/receivedAt``: the age the token has on arrival, on the continuous clock,
@@ -68,6 +72,8 @@ public actor TokenCache {
     /// Behind a lock rather than actor state, so that ``readyToken(for:)`` needs no hop.
     private nonisolated let tokens = Mutex<[Key: Cached]>([:])
     private var inFlight: [Key: Task<RegistryToken, any Error>] = [:]
+    /// The cache-hit counter of each connector, made once: hits are counted on every request.
+    private nonisolated let hitCounters = Mutex<[ConnectorID: Counter]>([:])
 
     /// Creates an empty cache that tells time by the continuous clock.
     public init(configuration: Configuration = Configuration()) {
@@ -101,10 +107,14 @@ public actor TokenCache {
     public func token(for key: Key, fetch: @escaping Fetch) async throws(AuthError) -> RegistryToken {
         let now = elapsed()
         if let cached = tokens.withLock({ $0[key] }) {
-            if now < cached.refreshAt { return cached.token }
+            if now < cached.refreshAt {
+                countHit(key)
+                return cached.token
+            }
             if now < cached.usableUntil {
                 // Due for refresh but still good: refresh in the background, serve this one.
                 if inFlight[key] == nil { _ = start(key, refreshToken: cached.token.refreshToken, fetch: fetch) }
+                countHit(key)
                 return cached.token
             }
             tokens.withLock { $0[key] = nil }
@@ -123,10 +133,30 @@ public actor TokenCache {
     /// on an event loop that cannot suspend. `nil` means ask ``token(for:fetch:)``.
     public nonisolated func readyToken(for key: Key) -> RegistryToken? {
         let now = elapsed()
-        return tokens.withLock { tokens in
+        let token = tokens.withLock { tokens -> RegistryToken? in
             guard let cached = tokens[key], now < cached.refreshAt else { return nil }
             return cached.token
         }
+        if token != nil { countHit(key) }
+        return token
+    }
+
+    private nonisolated func countHit(_ key: Key) {
+        let counter = hitCounters.withLock { counters in
+            if let counter = counters[key.connector] { return counter }
+            let counter = Counter(
+                label: "oci_connector_upstream_token_cache_hits_total", dimensions: [("connector", key.connector.description)])
+            counters[key.connector] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    private static func countRequest(_ key: Key, ok: Bool) {
+        Counter(
+            label: "oci_connector_upstream_token_requests_total",
+            dimensions: [("connector", key.connector.description), ("result", ok ? "ok" : "error")]
+        ).increment()
     }
 
     /// Forgets the token for `key` if it is still `rejected` (the registry refused it), so the
@@ -149,9 +179,11 @@ public actor TokenCache {
         let task = Task<RegistryToken, any Error> {
             do {
                 let token = try await fetch(refreshToken)
+                Self.countRequest(key, ok: true)
                 self.store(token, for: key)
                 return token
             } catch {
+                Self.countRequest(key, ok: false)
                 self.finishFailed(key)
                 throw error
             }

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CoreMetrics
 import Foundation
 public import Logging
 public import NIOCore
@@ -58,6 +59,9 @@ public final class ConnectorProxy: Sendable {
         /// path form: made once, not for every read.
         let name: String
         let pathPrefix: String
+        /// How long the upstream takes to answer a request's head
+        /// (`oci_connector_upstream_response_seconds{connector}`).
+        let latency: CoreMetrics.Timer
 
         /// The upstream could not be reached or answered nonsense.
         func unavailable(_ reason: String) -> RegistryErrorResponse {
@@ -107,6 +111,7 @@ public final class ConnectorProxy: Sendable {
     let configuration: Configuration
     /// The client connections open now, under ``ConnectionLimits/maxConnections``.
     let connections: ConnectionCounter
+    let metrics: ProxyMetrics
     let logger: Logger
 
     /// Creates a proxy for the connectors in `catalog`, trusting tokens `verifier` accepts.
@@ -140,7 +145,10 @@ public final class ConnectorProxy: Sendable {
                         connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
                     http: transport.http, reads: registry.reads,
                     passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
-                    storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id))
+                    storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id),
+                    latency: CoreMetrics.Timer(
+                        label: "oci_connector_upstream_response_seconds", dimensions: [("connector", id.description)],
+                        preferredDisplayUnit: .seconds))
             }
         } catch {
             // An HTTP client must be shut down before it goes.
@@ -153,6 +161,7 @@ public final class ConnectorProxy: Sendable {
         self.authenticator = ClientAuthenticator(verifier: verifier)
         self.configuration = configuration
         self.connections = ConnectionCounter(maximum: configuration.connections.maxConnections)
+        self.metrics = ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description)))
         self.logger = logger
     }
 

@@ -4,6 +4,8 @@ import Foundation
 /// fresh token keys.
 public final class ProxyProcess: Sendable {
     public let port: Int
+    /// The admin listener's port, when started with `--admin-listen`.
+    public let adminPort: Int?
     public let directory: URL
     private let process: Process
     /// The folder with the built executables.
@@ -42,27 +44,35 @@ public final class ProxyProcess: Sendable {
         try process.run()
         ChildProcesses.track(process)
 
-        // The proxy prints "listening on HOST:PORT" once it is serving.
-        let line = await Task.detached { () -> String in
+        // The proxy prints "listening on HOST:PORT" once it is serving, last; before it, with
+        // `--admin-listen`, "admin listening on HOST:PORT".
+        let lines = await Task.detached { () -> [Substring] in
             var data = Data()
-            while !data.contains(UInt8(ascii: "\n")) {
+            while !String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+                .dropLast().contains(where: { $0.hasPrefix("listening on ") })
+            {
                 let chunk = output.fileHandleForReading.availableData
                 if chunk.isEmpty { break }
                 data += chunk
             }
-            return String(decoding: data, as: UTF8.self)
+            return String(decoding: data, as: UTF8.self).split(separator: "\n")
         }.value
-        guard let portText = line.split(separator: ":").last?.trimmingCharacters(in: .whitespacesAndNewlines),
-            let port = Int(portText)
-        else {
+        func announcedPort(after prefix: String) -> Int? {
+            lines.first { $0.hasPrefix(prefix) }.flatMap { line in line.split(separator: ":").last.flatMap { Int($0) } }
+        }
+        let line = lines.joined(separator: "\n")
+        guard let port = announcedPort(after: "listening on ") else {
             let logText = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             throw TestSupportError("the proxy did not start: \(line) \(logText.suffix(800))")
         }
-        return ProxyProcess(port: port, directory: directory, process: process, binDirectory: binDirectory)
+        return ProxyProcess(
+            port: port, adminPort: announcedPort(after: "admin listening on "), directory: directory, process: process,
+            binDirectory: binDirectory)
     }
 
-    private init(port: Int, directory: URL, process: Process, binDirectory: URL) {
+    private init(port: Int, adminPort: Int?, directory: URL, process: Process, binDirectory: URL) {
         self.port = port
+        self.adminPort = adminPort
         self.directory = directory
         self.process = process
         self.binDirectory = binDirectory
@@ -170,6 +180,9 @@ public final class ProxyProcess: Sendable {
 
     /// Whether the proxy has exited.
     public var isRunning: Bool { process.isRunning }
+
+    /// The proxy's exit status, once it has exited.
+    public var terminationStatus: Int32 { process.terminationStatus }
 
     /// Sends the proxy SIGTERM and returns at once, to see what it does while it stops.
     public func terminate() {

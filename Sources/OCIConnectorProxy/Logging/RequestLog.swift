@@ -3,9 +3,12 @@ import OCIBlobForwarder
 import Synchronization
 
 /// One log line per request, written when the response body is done.
+///
+/// Finishing it also counts the request in ``ProxyMetrics``.
 final class RequestLog: Sendable {
     let logger: Logger
     let method: String
+    let metrics: ProxyMetrics?
     let started = ContinuousClock.now
     let bytesIn = ByteCounter()
     let bytesOut = ByteCounter()
@@ -15,12 +18,22 @@ final class RequestLog: Sendable {
         var connector: String?
         var repository: String?
         var endpoint: String?
+        /// The endpoint's kind, for metrics: `manifests`, `blobs`, `uploads`, `tags`,
+        /// `referrers`, `catalog`, `base`; `-` when the path named none.
+        var endpointKind = "-"
         var finished = false
     }
 
-    init(logger: Logger, method: String) {
+    init(logger: Logger, method: String, metrics: ProxyMetrics? = nil) {
         self.logger = logger
         self.method = method
+        self.metrics = metrics
+        metrics?.inFlight.increment()
+    }
+
+    var endpointKind: String {
+        get { fields.withLock { $0.endpointKind } }
+        set { fields.withLock { $0.endpointKind = newValue } }
     }
 
     var connector: String? {
@@ -44,8 +57,12 @@ final class RequestLog: Sendable {
             fields.finished = true
             return fields
         }
+        guard let snapshot else { return }
+        metrics?.requestFinished(
+            connector: snapshot.connector, method: method, endpoint: snapshot.endpointKind, status: status,
+            bytesIn: bytesIn.value, bytesOut: bytesOut.value)
         // Below the log level nothing is built: this runs for every request.
-        guard let snapshot, logger.logLevel <= .info else { return }
+        guard logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - started
         var metadata: Logger.Metadata = [
             "request_id": "\(RequestID.next())", "method": "\(method)", "status": "\(status)",

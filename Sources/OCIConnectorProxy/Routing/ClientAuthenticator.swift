@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import OCIProxyToken
 import Synchronization
@@ -9,8 +10,42 @@ import Synchronization
 /// verified are remembered: checking an Ed25519 signature and decoding the JWT was a third of
 /// the proxy's CPU per manifest request. A remembered token's validity period is still checked
 /// on every request; headers that failed are not remembered.
+///
+/// Each check is counted: `oci_connector_client_tokens_total{result, reason}`, `result` being
+/// `accepted` or `refused` and `reason` a ``Refusal``.
 final class ClientAuthenticator: Sendable {
     let verifier: ProxyTokenVerifier
+
+    /// Why a client's request was refused before anything went upstream.
+    enum Refusal: String, CaseIterable, Sendable {
+        /// No `Authorization`.
+        case missing
+        /// Basic credentials that do not decode.
+        case malformed
+        /// A scheme other than Basic or Bearer.
+        case scheme
+        /// A token that does not verify: bad signature, unknown key, expired, not yet valid.
+        case invalid
+        /// A valid token that does not allow what the request asks.
+        case denied
+    }
+
+    private let accepted = Counter(
+        label: "oci_connector_client_tokens_total", dimensions: [("result", "accepted"), ("reason", "-")])
+    private let refused: [Refusal: Counter] = Dictionary(
+        uniqueKeysWithValues: Refusal.allCases.map { refusal in
+            (
+                refusal,
+                Counter(
+                    label: "oci_connector_client_tokens_total", dimensions: [("result", "refused"), ("reason", refusal.rawValue)])
+            )
+        })
+
+    /// Counts a refusal.
+    func count(_ refusal: Refusal) {
+        refused[refusal]?.increment()
+    }
+
     static let realm = "oci-connector-proxy"
     /// How many verified headers are remembered; all are forgotten when it is reached.
     static let rememberedHeaders = 1024
@@ -36,25 +71,33 @@ final class ClientAuthenticator: Sendable {
             do {
                 try last.claims.checkValidity(at: now)
             } catch {
-                throw Self.unauthorized("invalid proxy token: \(error.reason)")
+                throw refuse(.invalid, "invalid proxy token: \(error.reason)")
             }
+            accepted.increment()
             return last.claims
         }
-        let claims = try claims(authorization: header, now: now)
+        let claims = try uncountedClaims(authorization: header, now: now)
         if let header { last = LastVerified(header: header, claims: claims) }
+        accepted.increment()
         return claims
     }
 
     /// The claims of the token in an `Authorization` header value, or a 401.
     func claims(authorization header: String?, now: Date = Date()) throws(RegistryErrorResponse) -> ProxyTokenClaims {
+        let claims = try uncountedClaims(authorization: header, now: now)
+        accepted.increment()
+        return claims
+    }
+
+    private func uncountedClaims(authorization header: String?, now: Date) throws(RegistryErrorResponse) -> ProxyTokenClaims {
         guard let header, !header.isEmpty else {
-            throw Self.unauthorized("authentication required: use the proxy token as the password, or as a Bearer token")
+            throw refuse(.missing, "authentication required: use the proxy token as the password, or as a Bearer token")
         }
         if let claims = verified.withLock({ $0[header] }) {
             do {
                 try claims.checkValidity(at: now)
             } catch {
-                throw Self.unauthorized("invalid proxy token: \(error.reason)")
+                throw refuse(.invalid, "invalid proxy token: \(error.reason)")
             }
             return claims
         }
@@ -74,16 +117,22 @@ final class ClientAuthenticator: Sendable {
         } else if lowercased.hasPrefix("basic ") {
             guard let data = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
                 let pair = String(data: data, encoding: .utf8), let colon = pair.firstIndex(of: ":")
-            else { throw Self.unauthorized("malformed Basic credentials") }
+            else { throw refuse(.malformed, "malformed Basic credentials") }
             token = String(pair[pair.index(after: colon)...])
         } else {
-            throw Self.unauthorized("unsupported authorization scheme; use Basic or Bearer")
+            throw refuse(.scheme, "unsupported authorization scheme; use Basic or Bearer")
         }
         do {
             return try verifier.verify(token, now: now)
         } catch {
-            throw Self.unauthorized("invalid proxy token: \(error.reason)")
+            throw refuse(.invalid, "invalid proxy token: \(error.reason)")
         }
+    }
+
+    /// Counts a refusal and makes its 401.
+    private func refuse(_ refusal: Refusal, _ message: String) -> RegistryErrorResponse {
+        count(refusal)
+        return Self.unauthorized(message)
     }
 
     static func unauthorized(_ message: String) -> RegistryErrorResponse {

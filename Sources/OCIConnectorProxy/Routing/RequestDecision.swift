@@ -97,7 +97,7 @@ extension ConnectorProxy {
     /// (`lastVerified` is the connection's last verified token, compared before anything is
     /// looked up) and plans what goes upstream.
     func decide(_ head: HTTPRequestHead, lastVerified: inout ClientAuthenticator.LastVerified?) -> RequestDecision {
-        let log = RequestLog(logger: logger, method: head.method.rawValue)
+        let log = RequestLog(logger: logger, method: head.method.rawValue, metrics: metrics)
         do {
             return try decision(head, log: log, lastVerified: &lastVerified)
         } catch {
@@ -120,21 +120,24 @@ extension ConnectorProxy {
         log.connector = destination.connector?.description
 
         // Who asks: checked before anything goes upstream.
-        let claims = try authenticator.claims(authorization: head.headers.first(name: "Authorization"), last: &lastVerified)
         let repository: String?
         if case .repository(let name, let endpoint) = route {
             repository = name
             log.repository = name
             log.endpoint = endpoint.path
+            log.endpointKind = endpoint.kind
         } else {
             repository = nil
             log.endpoint = route == .catalog ? "_catalog" : "/"
+            log.endpointKind = route == .catalog ? "catalog" : "base"
         }
+        let claims = try authenticator.claims(authorization: head.headers.first(name: "Authorization"), last: &lastVerified)
         guard let connector = destination.connector else {
             return .answer(.versionCheck(log: log))  // `/v2/`: any valid token may log in.
         }
         let action = Self.action(head.method, route)
         guard claims.allows(connector: connector.description, action: action, repository: repository) else {
+            authenticator.count(.denied)
             throw RegistryErrorResponse(
                 .forbidden, "DENIED",
                 "the token does not allow \(action) on \(repository ?? "this connector") through \(connector)")
@@ -288,6 +291,19 @@ extension ConnectorProxy {
         case .invalidConnector: RegistryErrorResponse(.notFound, "NAME_UNKNOWN", error.reason)
         case .unknownRoute: RegistryErrorResponse(.notFound, "UNSUPPORTED", error.reason)
         default: RegistryErrorResponse(.badRequest, "NAME_INVALID", error.reason)
+        }
+    }
+}
+
+extension RegistryEndpoint {
+    /// The endpoint's kind, a metrics label: `manifests`, `blobs`, `uploads`, `tags` or `referrers`.
+    var kind: String {
+        switch self {
+        case .manifest: "manifests"
+        case .blob: "blobs"
+        case .uploadStart, .upload: "uploads"
+        case .tagList: "tags"
+        case .referrers: "referrers"
         }
     }
 }

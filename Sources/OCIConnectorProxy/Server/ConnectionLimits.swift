@@ -1,3 +1,4 @@
+import CoreMetrics
 public import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -43,6 +44,8 @@ extension ConnectionLimits {
 final class ConnectionCounter: Sendable {
     private let open = Atomic<Int>(0)
     let maximum: Int
+    /// `oci_connector_connections`: the client connections open now.
+    private let gauge = Meter(label: "oci_connector_connections")
 
     init(maximum: Int) {
         self.maximum = maximum
@@ -51,7 +54,10 @@ final class ConnectionCounter: Sendable {
     /// Counts a new connection in if there is room for it.
     func admit() -> Bool {
         let (_, now) = open.wrappingAdd(1, ordering: .relaxed)
-        guard now > maximum else { return true }
+        guard now > maximum else {
+            gauge.increment()
+            return true
+        }
         open.wrappingSubtract(1, ordering: .relaxed)
         return false
     }
@@ -59,6 +65,7 @@ final class ConnectionCounter: Sendable {
     /// Counts an admitted connection out.
     func release() {
         open.wrappingSubtract(1, ordering: .relaxed)
+        gauge.decrement()
     }
 
     var current: Int { open.load(ordering: .relaxed) }

@@ -2,6 +2,7 @@ public import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 extension ConnectorProxy: ExchangeStarter {
     /// Adds the proxy's handlers to a new client connection's pipeline, on its event loop: the
@@ -51,6 +52,10 @@ extension ConnectorProxy: ExchangeStarter {
 public final class ProxyServer: Sendable {
     private let channel: any Channel
     private let quiescing: ServerQuiescingHelper
+    private let draining = Atomic<Bool>(false)
+
+    /// Whether ``shutdownGracefully()`` has begun: the server takes no new connections.
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
 
     /// The address the server listens on (with the port picked when asked for port 0).
     public var localAddress: SocketAddress? { channel.localAddress }
@@ -87,6 +92,7 @@ public final class ProxyServer: Sendable {
 
     /// Stops accepting connections and waits until every open one has finished its answer and closed.
     public func shutdownGracefully() async {
+        draining.store(true, ordering: .relaxed)
         let done = channel.eventLoop.makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: done)
         try? await done.futureResult.get()

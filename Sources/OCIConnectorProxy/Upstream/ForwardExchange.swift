@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import OCIAuth
@@ -191,8 +192,10 @@ extension ConnectorProxy {
             outbound.body = .bytes(ByteBuffer())
         }
         let response: HTTPClientResponse
+        let asked = ContinuousClock.now
         do {
             response = try await upstream.client.execute(outbound, scopes: plan.scopes, replayable: !plan.hasBody)
+            upstream.latency.recordNanoseconds((ContinuousClock.now - asked).nanoseconds)
         } catch {
             throw upstream.failure(error, scopes: plan.scopes)
         }

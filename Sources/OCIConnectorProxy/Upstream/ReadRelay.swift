@@ -1,3 +1,4 @@
+import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import OCIAuth
@@ -80,6 +81,7 @@ final class ReadRelay: ClientExchange {
     /// Sends the read to `fetcher` and takes up its answer.
     private func ask(_ fetcher: RegistryReader, _ target: String, headers: HTTPHeaders, onOrigin: Bool) {
         state = .asking
+        let asked = NIODeadline.now()
         fetcher.startRelay(plan.method, target, headers: headers, on: connection.eventLoop)
             .assumeIsolated()
             .whenComplete { [self] result in
@@ -88,7 +90,9 @@ final class ReadRelay: ClientExchange {
                     return
                 }
                 switch result {
-                case .success(let response): answered(response, headers: headers, onOrigin: onOrigin)
+                case .success(let response):
+                    plan.upstream.latency.recordNanoseconds((NIODeadline.now() - asked).nanoseconds)
+                    answered(response, headers: headers, onOrigin: onOrigin)
                 case .failure(let error): fail(error)
                 }
             }
