@@ -44,6 +44,9 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error. (OCI_CONNECTOR_LOG_LEVEL)")
     var logLevel: String = environment["OCI_CONNECTOR_LOG_LEVEL"] ?? "info"
 
+    @Option(help: "Log line format: text or json (one object per line). (OCI_CONNECTOR_LOG_FORMAT)")
+    var logFormat: String = environment["OCI_CONNECTOR_LOG_FORMAT"] ?? "text"
+
     @Option(help: "Seconds a request head may take to arrive, from its first byte; then 408. (OCI_CONNECTOR_HEADER_TIMEOUT)")
     var headerTimeout: Double = environment["OCI_CONNECTOR_HEADER_TIMEOUT"].flatMap(Double.init) ?? 30
 
@@ -71,6 +74,9 @@ struct ProxyTool: AsyncParsableCommand {
         }
         guard headerTimeout > 0, idleTimeout > 0 else {
             throw ValidationError("--header-timeout and --idle-timeout must be positive")
+        }
+        guard LineLogHandler.Format(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be text or json, not '\(logFormat)'")
         }
         guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
@@ -102,7 +108,12 @@ struct ProxyTool: AsyncParsableCommand {
         let metrics = adminListen.map { _ in PrometheusCollectorRegistry() }
         if let metrics { MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics)) }
 
-        var configuredLogger = Logger(label: "oci-connector-proxy") { LineLogHandler(label: $0) }
+        let format = LineLogHandler.Format(rawValue: logFormat) ?? .text
+        var configuredLogger = Logger(label: "oci-connector-proxy") { label in
+            var handler = LineLogHandler(label: label)
+            handler.format = format
+            return handler
+        }
         configuredLogger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let logger = configuredLogger
         let catalog: ConnectorCatalog

@@ -207,7 +207,7 @@ struct ProxyEndToEndTests {
         #expect(!log.contains(token), "the token is in the log")
         // The line's shape, as swift-log's StreamLogHandler writes it, fields sorted.
         let shape =
-            /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} info oci-connector-proxy: bytes_in=0 bytes_out=2 connector=- duration_ms=\d+ endpoint=\/ method=GET repository=- request_id=(?<id>[0-9a-f]{8}) status=200 \[OCIConnectorProxy\] request$/
+            /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} info oci-connector-proxy: bytes_in=0 bytes_out=2 client=127\.0\.0\.1:\d+ connector=- duration_ms=\d+ endpoint=\/ identity=workload method=GET repository=- request_id=(?<id>[0-9a-f]{8}) status=200 upstream_ms=0 \[OCIConnectorProxy\] request$/
         let shaped = checks.compactMap { $0.wholeMatch(of: shape) }
         #expect(shaped.count == 2, "\(checks)")
         let ids = log.split(separator: "\n").compactMap { $0.firstMatch(of: #/request_id=([0-9a-f]{8}) /#)?.1 }

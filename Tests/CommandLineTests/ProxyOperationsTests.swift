@@ -140,6 +140,50 @@ struct ProxyOperationsTests {
         #expect(proxy.terminationStatus == 0)
     }
 
+    /// `--log-format json`: every line is one JSON object; a request's names who asked (the
+    /// token's subject, from which address), what (action, repository, reference) and how it
+    /// went, numbers as numbers, and never the token.
+    @Test func requestLogsAsJSON() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let repository = "json-\(UInt32.random(in: 0...UInt32.max))/app"
+        let image = TestImage(layerSize: 1024, seed: 5)
+        try Seeder.push(image, to: registry, repository: repository, tag: "v1")
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "reg", address: registry.url),
+            extraArguments: ["--log-format", "json"])
+        defer { proxy.stop() }
+        let token = try proxy.token(connector: "team-a/reg", actions: "pull")
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/reg/\(repository)"
+        let pulled = try Curl.request(
+            "GET", "\(base)/manifests/v1", headers: ["Accept": TestImage.manifestMediaType], token: token)
+        #expect(pulled.status == 200)
+        #expect(try Curl.request("PUT", "\(base)/manifests/v2", token: token).status == 403)
+
+        // A request's line is written once its answer has ended.
+        _ = try #require(try await proxy.logLine(containing: #""status":403"#), "no line for the refused push")
+        let lines = try String(contentsOf: proxy.logFile, encoding: .utf8).split(separator: "\n")
+        var requests: [[String: Any]] = []
+        for text in lines {
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
+            #expect(object["time"] is String && object["level"] is String && object["message"] is String)
+            if object["message"] as? String == "request" { requests.append(object) }
+        }
+        let pull = try #require(requests.first { $0["status"] as? Int == 200 })
+        #expect(pull["identity"] as? String == "workload")
+        #expect((pull["client"] as? String)?.hasPrefix("127.0.0.1:") == true)
+        #expect(pull["action"] as? String == "pull")
+        #expect(pull["connector"] as? String == "team-a/reg")
+        #expect(pull["repository"] as? String == repository)
+        #expect(pull["reference"] as? String == "v1")
+        #expect(pull["bytes_out"] as? Int == image.manifest.count)
+        #expect(pull["duration_ms"] is Int && pull["upstream_ms"] is Int)
+        let push = try #require(requests.first { $0["status"] as? Int == 403 })
+        #expect(push["action"] as? String == "push" && push["reference"] as? String == "v2")
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(!log.contains(token) && !log.contains(String(token.split(separator: ".")[2])))
+    }
+
     @Test func theAdminListenerNeedsAPortOfItsOwn() throws {
         let same = try Tool.run(
             "oci-connector-proxy", "--connectors", "/dev/null", "--token-keys", "/dev/null", "--listen", "127.0.0.1:9000",

@@ -47,8 +47,10 @@ struct ReadParityTests {
 
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
         #expect(log.contains("connector=team-a/up duration_ms="))
-        #expect(log.contains("endpoint=manifests/v1 method=HEAD repository=\(repository)"))
-        #expect(log.contains("endpoint=blobs/\(sha256Digest(image.layer)) method=HEAD repository=\(repository)"))
+        #expect(log.contains("endpoint=manifests/v1 identity=workload method=HEAD reference=v1 repository=\(repository)"))
+        let digest = sha256Digest(image.layer)
+        #expect(
+            log.contains("endpoint=blobs/\(digest) identity=workload method=HEAD reference=\(digest) repository=\(repository)"))
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
@@ -96,8 +98,11 @@ struct ReadParityTests {
         #expect(try Curl.request("GET", "\(base)/manifests/v1").status == 401)
 
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
-        #expect(log.contains("bytes_out=\(image.manifest.count) connector=team-a/up"), "\(log)")
-        #expect(log.contains("endpoint=manifests/v1 method=GET repository=\(repository)"))
+        #expect(
+            log.split(separator: "\n").contains {
+                $0.contains("bytes_out=\(image.manifest.count) ") && $0.contains("connector=team-a/up ")
+            }, "\(log)")
+        #expect(log.contains("endpoint=manifests/v1 identity=workload method=GET reference=v1 repository=\(repository)"))
         for secret in ["alice-secret", "s3cret-robot", token] { #expect(!log.contains(secret)) }
     }
 
@@ -130,8 +135,10 @@ struct ReadParityTests {
         #expect(anonymous.status == 401 && anonymous.header("WWW-Authenticate")?.hasPrefix("Basic realm=") == true)
 
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
-        #expect(log.contains("bytes_in=0 bytes_out=2 connector=team-a/up duration_ms="))
-        #expect(log.contains("endpoint=/ method=HEAD repository=- request_id="))
+        let lines = log.split(separator: "\n")
+        #expect(
+            lines.contains { $0.contains("bytes_in=0 bytes_out=2 client=127.0.0.1:") && $0.contains(" connector=team-a/up ") })
+        #expect(log.contains("endpoint=/ identity=workload method=HEAD repository=- request_id="))
         #expect(!log.contains(token))
     }
 

@@ -4,10 +4,17 @@ import Synchronization
 
 /// One log line per request, written when the response body is done.
 ///
+/// Its fields are metadata of the `request` event, numbers as numbers: `request_id`, `client`
+/// (the peer's address), `identity` (the proxy token's subject, never the token), `method`,
+/// `action` (`pull`, `push`, `delete`, `catalog`), `connector`, `repository`, `endpoint`,
+/// `reference` (tag or digest), `status`, `bytes_in`, `bytes_out`, `upstream_ms` (waiting for
+/// the upstream's answers' heads), `duration_ms`, and `detail` when there is one.
+///
 /// Finishing it also counts the request in ``ProxyMetrics``.
 final class RequestLog: Sendable {
     let logger: Logger
     let method: String
+    let client: String?
     let metrics: ProxyMetrics?
     let started = ContinuousClock.now
     let bytesIn = ByteCounter()
@@ -16,39 +23,34 @@ final class RequestLog: Sendable {
 
     struct Fields {
         var connector: String?
+        var identity: String?
+        var action: String?
         var repository: String?
         var endpoint: String?
+        var reference: String?
         /// The endpoint's kind, for metrics: `manifests`, `blobs`, `uploads`, `tags`,
         /// `referrers`, `catalog`, `base`; `-` when the path named none.
         var endpointKind = "-"
+        var upstreamNanoseconds: Int64 = 0
         var finished = false
     }
 
-    init(logger: Logger, method: String, metrics: ProxyMetrics? = nil) {
+    init(logger: Logger, method: String, client: String? = nil, metrics: ProxyMetrics? = nil) {
         self.logger = logger
         self.method = method
+        self.client = client
         self.metrics = metrics
         metrics?.inFlight.increment()
     }
 
-    var endpointKind: String {
-        get { fields.withLock { $0.endpointKind } }
-        set { fields.withLock { $0.endpointKind = newValue } }
+    /// Sets fields, under one lock.
+    func update(_ body: (inout Fields) -> Void) {
+        fields.withLock { body(&$0) }
     }
 
-    var connector: String? {
-        get { fields.withLock { $0.connector } }
-        set { fields.withLock { $0.connector = newValue } }
-    }
-
-    var repository: String? {
-        get { fields.withLock { $0.repository } }
-        set { fields.withLock { $0.repository = newValue } }
-    }
-
-    var endpoint: String? {
-        get { fields.withLock { $0.endpoint } }
-        set { fields.withLock { $0.endpoint = newValue } }
+    /// The upstream answered a request's head after `nanoseconds`.
+    func upstreamAnswered(after nanoseconds: Int64) {
+        fields.withLock { $0.upstreamNanoseconds += nanoseconds }
     }
 
     func finish(status: Int, detail: String? = nil) {
@@ -65,11 +67,16 @@ final class RequestLog: Sendable {
         guard logger.logLevel <= .info else { return }
         let elapsed = ContinuousClock.now - started
         var metadata: Logger.Metadata = [
-            "request_id": "\(RequestID.next())", "method": "\(method)", "status": "\(status)",
+            "request_id": "\(RequestID.next())", "method": "\(method)", "status": .stringConvertible(status),
             "connector": "\(snapshot.connector ?? "-")", "repository": "\(snapshot.repository ?? "-")",
-            "endpoint": "\(snapshot.endpoint ?? "-")", "bytes_in": "\(bytesIn.value)", "bytes_out": "\(bytesOut.value)",
-            "duration_ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+            "endpoint": "\(snapshot.endpoint ?? "-")", "bytes_in": .stringConvertible(bytesIn.value),
+            "bytes_out": .stringConvertible(bytesOut.value), "duration_ms": .stringConvertible(elapsed.nanoseconds / 1_000_000),
+            "upstream_ms": .stringConvertible(snapshot.upstreamNanoseconds / 1_000_000),
         ]
+        if let client { metadata["client"] = "\(client)" }
+        if let identity = snapshot.identity { metadata["identity"] = "\(identity)" }
+        if let action = snapshot.action { metadata["action"] = "\(action)" }
+        if let reference = snapshot.reference { metadata["reference"] = "\(reference)" }
         if let detail { metadata["detail"] = "\(detail)" }
         logger.info("request", metadata: metadata)
     }

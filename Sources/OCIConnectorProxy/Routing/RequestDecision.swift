@@ -96,8 +96,10 @@ extension ConnectorProxy {
     /// Decides what to do with the request `head`, once: routes it, checks its proxy token
     /// (`lastVerified` is the connection's last verified token, compared before anything is
     /// looked up) and plans what goes upstream.
-    func decide(_ head: HTTPRequestHead, lastVerified: inout ClientAuthenticator.LastVerified?) -> RequestDecision {
-        let log = RequestLog(logger: logger, method: head.method.rawValue, metrics: metrics)
+    func decide(_ head: HTTPRequestHead, client: String? = nil, lastVerified: inout ClientAuthenticator.LastVerified?)
+        -> RequestDecision
+    {
+        let log = RequestLog(logger: logger, method: head.method.rawValue, client: client, metrics: metrics)
         do {
             return try decision(head, log: log, lastVerified: &lastVerified)
         } catch {
@@ -117,25 +119,29 @@ extension ConnectorProxy {
         let (path, query) = Self.split(head.uri)
         let destination = try destination(host: host, path: path)
         let route = destination.route
-        log.connector = destination.connector?.description
+        let repository: String?
+        if case .repository(let name, _) = route { repository = name } else { repository = nil }
+        let action = Self.action(head.method, route)
+        log.update { fields in
+            fields.connector = destination.connector?.description
+            fields.action = destination.connector == nil ? nil : action
+            if case .repository(let name, let endpoint) = route {
+                fields.repository = name
+                fields.endpoint = endpoint.path
+                fields.endpointKind = endpoint.kind
+                fields.reference = endpoint.reference
+            } else {
+                fields.endpoint = route == .catalog ? "_catalog" : "/"
+                fields.endpointKind = route == .catalog ? "catalog" : "base"
+            }
+        }
 
         // Who asks: checked before anything goes upstream.
-        let repository: String?
-        if case .repository(let name, let endpoint) = route {
-            repository = name
-            log.repository = name
-            log.endpoint = endpoint.path
-            log.endpointKind = endpoint.kind
-        } else {
-            repository = nil
-            log.endpoint = route == .catalog ? "_catalog" : "/"
-            log.endpointKind = route == .catalog ? "catalog" : "base"
-        }
         let claims = try authenticator.claims(authorization: head.headers.first(name: "Authorization"), last: &lastVerified)
+        log.update { $0.identity = claims.subject }
         guard let connector = destination.connector else {
             return .answer(.versionCheck(log: log))  // `/v2/`: any valid token may log in.
         }
-        let action = Self.action(head.method, route)
         guard claims.allows(connector: connector.description, action: action, repository: repository) else {
             authenticator.count(.denied)
             throw RegistryErrorResponse(
@@ -304,6 +310,15 @@ extension RegistryEndpoint {
         case .uploadStart, .upload: "uploads"
         case .tagList: "tags"
         case .referrers: "referrers"
+        }
+    }
+
+    /// The tag or digest the endpoint names, if any.
+    var reference: String? {
+        switch self {
+        case .manifest(let reference): "\(reference)"
+        case .blob(let digest), .referrers(let digest): "\(digest)"
+        case .uploadStart, .upload, .tagList: nil
         }
     }
 }

@@ -44,6 +44,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Requests wait until the client has read the answers before them: a client that sends
     /// many and reads none makes the proxy hold about one answer, not one per request.
     private var waitsForWritability = false
+    /// The client's address, for the request log.
+    private(set) var clientAddress: String?
     /// The proxy token this connection's last request verified with.
     var lastVerified: ClientAuthenticator.LastVerified?
 
@@ -54,6 +56,20 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.eventLoop = context.eventLoop
+        clientAddress = Self.address(of: context.channel)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if clientAddress == nil { clientAddress = Self.address(of: context.channel) }
+        context.fireChannelActive()
+    }
+
+    private static func address(of channel: any Channel) -> String? {
+        guard let address = channel.remoteAddress else { return nil }
+        if let ip = address.ipAddress, let port = address.port {
+            return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        }
+        return "\(address)"
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -25,7 +25,7 @@ extension ConnectorProxy: ExchangeStarter {
     }
 
     func startExchange(for head: HTTPRequestHead, on connection: ClientConnectionHandler) -> (any ClientExchange)? {
-        switch decide(head, lastVerified: &connection.lastVerified) {
+        switch decide(head, client: connection.clientAddress, lastVerified: &connection.lastVerified) {
         case .answer(let answer):
             connection.writeAnswer(answer, method: head.method)
             return nil

@@ -195,7 +195,9 @@ extension ConnectorProxy {
         let asked = ContinuousClock.now
         do {
             response = try await upstream.client.execute(outbound, scopes: plan.scopes, replayable: !plan.hasBody)
-            upstream.latency.recordNanoseconds((ContinuousClock.now - asked).nanoseconds)
+            let waited = (ContinuousClock.now - asked).nanoseconds
+            upstream.latency.recordNanoseconds(waited)
+            plan.log.upstreamAnswered(after: waited)
         } catch {
             throw upstream.failure(error, scopes: plan.scopes)
         }

@@ -91,7 +91,9 @@ final class ReadRelay: ClientExchange {
                 }
                 switch result {
                 case .success(let response):
-                    plan.upstream.latency.recordNanoseconds((NIODeadline.now() - asked).nanoseconds)
+                    let waited = (NIODeadline.now() - asked).nanoseconds
+                    plan.upstream.latency.recordNanoseconds(waited)
+                    plan.log.upstreamAnswered(after: waited)
                     answered(response, headers: headers, onOrigin: onOrigin)
                 case .failure(let error): fail(error)
                 }
