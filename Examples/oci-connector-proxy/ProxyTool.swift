@@ -44,6 +44,10 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error. (OCI_CONNECTOR_LOG_LEVEL)")
     var logLevel: String = environment["OCI_CONNECTOR_LOG_LEVEL"] ?? "info"
 
+    @Option(
+        help: "Seconds SIGTERM waits for answers under way before the proxy exits anyway. (OCI_CONNECTOR_SHUTDOWN_GRACE)")
+    var shutdownGrace: Double = environment["OCI_CONNECTOR_SHUTDOWN_GRACE"].flatMap(Double.init) ?? 25
+
     @Option(help: "Log line format: text or json (one object per line). (OCI_CONNECTOR_LOG_FORMAT)")
     var logFormat: String = environment["OCI_CONNECTOR_LOG_FORMAT"] ?? "text"
 
@@ -78,6 +82,7 @@ struct ProxyTool: AsyncParsableCommand {
         guard LineLogHandler.Format(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be text or json, not '\(logFormat)'")
         }
+        guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must not be negative") }
         guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
     }
@@ -181,10 +186,31 @@ struct ProxyTool: AsyncParsableCommand {
         // finish, then close the upstream connections.
         let signal = await ShutdownSignal.first(of: [SIGTERM, SIGINT])
         logger.notice("shutting down", metadata: ["signal": "\(signal)"])
-        // Readiness fails from here on, so the Service stops sending new clients.
-        await server.shutdownGracefully()
-        await proxy.shutdown()
+        // Readiness fails from here on, so the Service stops sending new clients. Answers under
+        // way get the grace period; Kubernetes kills the pod after its own (30 s by default).
+        let grace = shutdownGrace
+        let (outcome, decided) = AsyncStream.makeStream(of: Bool.self)
+        Task {
+            await server.shutdownGracefully()
+            decided.yield(true)
+        }
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int64(grace * 1000)))
+            decided.yield(false)
+        }
+        var finished = true
+        for await value in outcome {
+            finished = value
+            break
+        }
+        if !finished {
+            logger.warning(
+                "answers still under way after the shutdown grace period: their connections are closed",
+                metadata: ["grace_s": "\(grace)"])
+        }
         await admin?.close()
+        guard finished else { return }  // Exiting closes what is left, without waiting for it.
+        await proxy.shutdown()
     }
 }
 

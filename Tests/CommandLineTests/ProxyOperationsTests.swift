@@ -140,6 +140,38 @@ struct ProxyOperationsTests {
         #expect(proxy.terminationStatus == 0)
     }
 
+    /// A transfer longer than `--shutdown-grace` does not hold the rollout: the proxy exits 0 when
+    /// the grace period ends, and the client sees its transfer cut short, not complete.
+    @Test func theShutdownGraceBoundsTheDrain() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let repository = "grace-\(UInt32.random(in: 0...UInt32.max))/app"
+        let image = TestImage(layerSize: 32 << 20, seed: 6)
+        try Seeder.push(image, to: registry, repository: repository, tag: "v1")
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "reg", address: registry.url),
+            extraArguments: ["--shutdown-grace", "0.5"])
+        defer { proxy.stop() }
+        let url =
+            "http://\(proxy.host)/v2/namespaces/team-a/connectors/reg/\(repository)/blobs/\(sha256Digest(image.layer))"
+        // 32 MiB at 1 MiB/s: half a minute, far beyond the grace period and what socket buffers hold.
+        let curl = try ProxyStreamingTests.startCurl([
+            "--limit-rate", "1M", "-u", "w:\(try proxy.token(connector: "team-a/reg", actions: "pull"))", "-o",
+            "/dev/null", "-w", "%{http_code} %{size_download}", url,
+        ])
+        try #require(try await proxy.waitForConnection(toPort: registry.port), "the pull did not reach the registry")
+        let stopped = ContinuousClock.now
+        proxy.terminate()
+        for _ in 0..<100 where proxy.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!proxy.isRunning, "the proxy outlived its grace period by seconds")
+        #expect(proxy.terminationStatus == 0)
+        let output = curl.output()
+        #expect(ContinuousClock.now - stopped < .seconds(10), "curl waited for the whole blob")
+        #expect(output.hasPrefix("200 ") && output != "200 \(image.layer.count)", "\(output)")
+        #expect(curl.process.terminationStatus != 0, "curl took a cut transfer for a whole one")
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("answers still under way after the shutdown grace period"))
+    }
+
     /// `--log-format json`: every line is one JSON object; a request's names who asked (the
     /// token's subject, from which address), what (action, repository, reference) and how it
     /// went, numbers as numbers, and never the token.
