@@ -34,6 +34,12 @@ struct ProxyTool: AsyncParsableCommand {
             valueName: "host:port"))
     var adminListen: String? = environment["OCI_CONNECTOR_ADMIN_LISTEN"]
 
+    @Option(help: "PEM certificate chain to serve HTTPS with, re-read when it changes; with --tls-key. (OCI_CONNECTOR_TLS_CERT)")
+    var tlsCert: String? = environment["OCI_CONNECTOR_TLS_CERT"]
+
+    @Option(help: "PEM private key of --tls-cert. (OCI_CONNECTOR_TLS_KEY)")
+    var tlsKey: String? = environment["OCI_CONNECTOR_TLS_KEY"]
+
     @Option(help: "Verification key(s) for proxy tokens: a JWK file or a directory of them. (OCI_CONNECTOR_TOKEN_KEYS)")
     var tokenKeys: String?
 
@@ -81,6 +87,9 @@ struct ProxyTool: AsyncParsableCommand {
         }
         guard LineLogHandler.Format(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be text or json, not '\(logFormat)'")
+        }
+        guard (tlsCert == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither")
         }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must not be negative") }
         guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
@@ -144,13 +153,22 @@ struct ProxyTool: AsyncParsableCommand {
             logger.warning(
                 "no connector is defined: every request will be answered NAME_UNKNOWN", metadata: ["connectors": "\(paths)"])
         }
+        var tls: ListenerTLS?
+        if let tlsCert, let tlsKey {
+            do {
+                tls = try ListenerTLS(certificateFile: tlsCert, keyFile: tlsKey, logger: logger)
+            } catch {
+                FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
         let proxy = try ConnectorProxy(
             catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern, connections: connectionLimits),
             logger: logger)
         let connectors = catalog.connectors.keys.sorted().map(\.description).joined(separator: ", ")
         let server: ProxyServer
         do {
-            server = try await ProxyServer.bind(proxy, host: host, port: port)
+            server = try await ProxyServer.bind(proxy, host: host, port: port, tls: tls)
         } catch {
             // Binding failed (the address is in use, or not this machine's): one line, not a trace.
             await proxy.shutdown()
@@ -180,7 +198,11 @@ struct ProxyTool: AsyncParsableCommand {
         }
         // One line on stdout for scripts and tests, the last one; details go to the log.
         FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
-        logger.notice("serving", metadata: ["address": "\(host):\(bound)", "connectors": "\(connectors)"])
+        logger.notice(
+            "serving",
+            metadata: [
+                "address": "\(host):\(bound)", "scheme": "\(tls == nil ? "http" : "https")", "connectors": "\(connectors)",
+            ])
 
         // SIGTERM (Kubernetes stopping the pod) or SIGINT: stop accepting, let answers under way
         // finish, then close the upstream connections.

@@ -180,12 +180,12 @@ public final class ConnectorProxy: Sendable {
     /// upstream's order: without hop-by-hop headers (but for the body's length), challenges and
     /// cookies, with locations pointing back at the proxy.
     static func forEachClientHeader(
-        _ upstreamHeaders: HTTPHeaders, host: String, prefix: String, upstream: Upstream, _ body: (String, String) -> Void
+        _ upstreamHeaders: HTTPHeaders, origin: String, prefix: String, upstream: Upstream, _ body: (String, String) -> Void
     ) {
         // Names are compared without lowercasing them, and the rewriter is made only for the
         // headers it rewrites: this runs for every answer relayed, most of them manifest `HEAD`s.
         func rewriter() -> HeaderRewriter {
-            HeaderRewriter(clientOrigin: "http://\(host)", repositoryPrefix: prefix, upstream: upstream.client.connector.address)
+            HeaderRewriter(clientOrigin: origin, repositoryPrefix: prefix, upstream: upstream.client.connector.address)
         }
         for (name, value) in upstreamHeaders {
             if name.utf8.count == 14, name.equalsIgnoringASCIICase("content-length") {

@@ -216,6 +216,135 @@ struct ProxyOperationsTests {
         #expect(!log.contains(token) && !log.contains(String(token.split(separator: ".")[2])))
     }
 
+    /// A self-signed certificate for 127.0.0.1, which is its own CA, in `directory`.
+    static func certificate(in directory: URL, name: String) throws -> (certificate: URL, key: URL) {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let (certificate, key) = (directory.appendingPathComponent("tls.crt"), directory.appendingPathComponent("tls.key"))
+        try runCommand(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key.path,
+                "-out", certificate.path, "-days", "2", "-subj", "/CN=\(name)", "-addext", "subjectAltName=IP:127.0.0.1",
+            ])
+        return (certificate, key)
+    }
+
+    /// Points the `..data` link of a Secret-like mount at `version`, in one rename, as kubelet does.
+    static func swapData(in mount: URL, to version: String) throws {
+        let staging = mount.appendingPathComponent("..data_tmp")
+        try? FileManager.default.removeItem(at: staging)
+        try FileManager.default.createSymbolicLink(atPath: staging.path, withDestinationPath: version)
+        guard rename(staging.path, mount.appendingPathComponent("..data").path) == 0 else {
+            throw TestSupportError("cannot swap ..data")
+        }
+    }
+
+    /// HTTPS on the data port from a Kubernetes-style Secret mount: curl and skopeo trusting the
+    /// test CA pull and push (upload locations come back `https://`), plain HTTP is refused
+    /// without harm, a rotated certificate serves new connections without a restart, and a broken
+    /// one leaves the last good certificate serving.
+    @Test func tlsListenerServesAndReloadsItsCertificate() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let repository = "tls-\(UInt32.random(in: 0...UInt32.max))/app"
+        try Seeder.push(TestImage(layerSize: 4096, seed: 7), to: registry, repository: repository, tag: "v1")
+        let mount = try Loopback.temporaryDirectory("tls-mount")
+        let first = try Self.certificate(in: mount.appendingPathComponent("..2026_12_05_a"), name: "first")
+        try Self.swapData(in: mount, to: "..2026_12_05_a")
+        for file in ["tls.crt", "tls.key"] {
+            try FileManager.default.createSymbolicLink(
+                atPath: mount.appendingPathComponent(file).path, withDestinationPath: "..data/\(file)")
+        }
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "reg", address: registry.url),
+            extraArguments: [
+                "--tls-cert", mount.appendingPathComponent("tls.crt").path, "--tls-key",
+                mount.appendingPathComponent("tls.key").path,
+            ])
+        defer { proxy.stop() }
+        let token = try proxy.token(connector: "team-a/reg")
+        let base = "https://\(proxy.host)/v2/namespaces/team-a/connectors/reg"
+        func status(trusting authority: URL) throws -> Int {
+            let code = try? runCommand(
+                "/usr/bin/curl",
+                ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", authority.path, "-u", "w:\(token)", "\(base)/"])
+            return Int(code ?? "") ?? 0
+        }
+        #expect(try status(trusting: first.certificate) == 200)
+
+        // skopeo with the CA in a certificate directory, verifying: a pull and a push.
+        let certificates = try Loopback.temporaryDirectory("skopeo-certs")
+        try FileManager.default.copyItem(at: first.certificate, to: certificates.appendingPathComponent("ca.crt"))
+        let prefix = "\(proxy.host)/namespaces/team-a/connectors/reg"
+        _ = try runCommand(
+            "/usr/bin/skopeo",
+            [
+                "copy", "--src-cert-dir", certificates.path, "--dest-cert-dir", certificates.path, "--src-creds",
+                "w:\(token)", "--dest-creds", "w:\(token)", "docker://\(prefix)/\(repository):v1",
+                "docker://\(prefix)/\(repository)-copy:v1",
+            ])
+        let upload = try runCommand(
+            "/usr/bin/curl",
+            [
+                "-s", "-D", "-", "-o", "/dev/null", "-X", "POST", "--cacert", first.certificate.path, "-u", "w:\(token)",
+                "\(base)/\(repository)/blobs/uploads/",
+            ])
+        #expect(upload.contains("Location: https://\(proxy.host)/v2/namespaces/team-a/connectors/reg/"), "\(upload)")
+
+        // Plain HTTP on the TLS port: no answer, and the proxy goes on.
+        let plain = try? runCommand("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://\(proxy.host)/v2/"])
+        #expect(plain == nil || plain != "200")
+        #expect(try status(trusting: first.certificate) == 200)
+
+        // kubelet swaps the Secret's `..data` link: new connections get the new certificate.
+        let second = try Self.certificate(in: mount.appendingPathComponent("..2026_12_05_b"), name: "second")
+        try Self.swapData(in: mount, to: "..2026_12_05_b")
+        var rotated = try status(trusting: second.certificate)
+        for _ in 0..<100 where rotated != 200 {
+            try await Task.sleep(for: .milliseconds(100))
+            rotated = try status(trusting: second.certificate)
+        }
+        #expect(rotated == 200, "the rotated certificate is not served")
+        #expect(try status(trusting: first.certificate) == 0, "the old certificate is still served")
+
+        // A broken pair (a key that is not the certificate's) keeps the last good one.
+        let third = mount.appendingPathComponent("..2026_12_05_c")
+        try FileManager.default.createDirectory(at: third, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: first.certificate, to: third.appendingPathComponent("tls.crt"))
+        try FileManager.default.copyItem(at: second.key, to: third.appendingPathComponent("tls.key"))
+        try Self.swapData(in: mount, to: "..2026_12_05_c")
+        // New connections look at the files (at most once a second).
+        var reported = false
+        for _ in 0..<50 where !reported {
+            #expect(try status(trusting: second.certificate) == 200)
+            try await Task.sleep(for: .milliseconds(100))
+            reported = try String(contentsOf: proxy.logFile, encoding: .utf8).contains("TLS certificate not reloaded")
+        }
+        #expect(reported, "the broken pair was not reported")
+        #expect(try status(trusting: second.certificate) == 200)
+        #expect(proxy.isRunning)
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(!log.contains("PRIVATE KEY"))
+    }
+
+    @Test func tlsFlagsAreCheckedAtStart() async throws {
+        let alone = try Tool.run(
+            "oci-connector-proxy", "--connectors", "/dev/null", "--token-keys", "/dev/null", "--tls-cert", "/dev/null")
+        #expect(alone.status != 0 && alone.stderr.contains("--tls-cert and --tls-key go together"), "\(alone.stderr)")
+        let directory = try Loopback.temporaryDirectory("tls-flags")
+        let pair = try Self.certificate(in: directory, name: "flags")
+        let connectors = directory.appendingPathComponent("c.yaml")
+        try ConnectorYAML.connector(name: "reg", address: "http://127.0.0.1:1").write(
+            to: connectors, atomically: true, encoding: .utf8)
+        _ = try runCommand(
+            Tool.binDirectory.appendingPathComponent("oci-connector-config").path,
+            ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
+        let keys = directory.appendingPathComponent("keys/verification-key.jwk").path
+        let swapped = try Tool.run(
+            "oci-connector-proxy", "--connectors", connectors.path, "--token-keys", keys, "--listen", "127.0.0.1:0",
+            "--tls-cert", pair.key.path, "--tls-key", pair.certificate.path)
+        #expect(swapped.status != 0 && swapped.stderr.contains("cannot read a PEM certificate from"), "\(swapped.stderr)")
+    }
+
     @Test func theAdminListenerNeedsAPortOfItsOwn() throws {
         let same = try Tool.run(
             "oci-connector-proxy", "--connectors", "/dev/null", "--token-keys", "/dev/null", "--listen", "127.0.0.1:9000",

@@ -69,8 +69,9 @@ struct UpstreamPlan {
     let hasBody: Bool
     /// Whether the client waits for `100 Continue` before it sends the body.
     let expectsContinue: Bool
-    /// The `Host` the client used, for locations rewritten back to the proxy.
-    let host: String
+    /// The proxy's origin as the client used it (`https://` on a TLS listener, and its `Host`),
+    /// for locations rewritten back to the proxy.
+    let origin: String
     /// The repository prefix the client's paths carry (empty in the host form).
     let prefix: String
     /// The query the client sent, for the filtered catalog.
@@ -96,19 +97,20 @@ extension ConnectorProxy {
     /// Decides what to do with the request `head`, once: routes it, checks its proxy token
     /// (`lastVerified` is the connection's last verified token, compared before anything is
     /// looked up) and plans what goes upstream.
-    func decide(_ head: HTTPRequestHead, client: String? = nil, lastVerified: inout ClientAuthenticator.LastVerified?)
-        -> RequestDecision
-    {
+    func decide(
+        _ head: HTTPRequestHead, client: String? = nil, secure: Bool = false,
+        lastVerified: inout ClientAuthenticator.LastVerified?
+    ) -> RequestDecision {
         let log = RequestLog(logger: logger, method: head.method.rawValue, client: client, metrics: metrics)
         do {
-            return try decision(head, log: log, lastVerified: &lastVerified)
+            return try decision(head, log: log, secure: secure, lastVerified: &lastVerified)
         } catch {
             return .answer(LocalAnswer(error, log: log))
         }
     }
 
     private func decision(
-        _ head: HTTPRequestHead, log: RequestLog, lastVerified: inout ClientAuthenticator.LastVerified?
+        _ head: HTTPRequestHead, log: RequestLog, secure: Bool, lastVerified: inout ClientAuthenticator.LastVerified?
     ) throws(RegistryErrorResponse) -> RequestDecision {
         guard head.method != .CONNECT else {
             throw RegistryErrorResponse(
@@ -168,7 +170,8 @@ extension ConnectorProxy {
             target: Self.upstreamPath(route) + (upstreamQuery.map { "?" + $0 } ?? ""), headers: headers,
             scopeMountFrom: mountFrom,
             contentLength: length, hasBody: head.headers.contains(name: "Transfer-Encoding") || (length ?? 0) > 0,
-            expectsContinue: expectsContinue, host: host, prefix: destination.inPath ? upstream.pathPrefix : "",
+            expectsContinue: expectsContinue, origin: (secure ? "https://" : "http://") + host,
+            prefix: destination.inPath ? upstream.pathPrefix : "",
             query: query.map(String.init), log: log)
         if route == .catalog, head.method == .GET, claims.repositories != nil { return .filteredCatalog(plan, claims) }
         return Self.isRead(head.method, route) ? .read(plan) : .forward(plan)

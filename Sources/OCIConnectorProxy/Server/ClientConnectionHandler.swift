@@ -44,13 +44,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
     /// Requests wait until the client has read the answers before them: a client that sends
     /// many and reads none makes the proxy hold about one answer, not one per request.
     private var waitsForWritability = false
+    /// Whether the connection is TLS: the proxy's own locations are `https://` then.
+    let isSecure: Bool
     /// The client's address, for the request log.
     private(set) var clientAddress: String?
     /// The proxy token this connection's last request verified with.
     var lastVerified: ClientAuthenticator.LastVerified?
 
-    init(starter: any ExchangeStarter) {
+    init(starter: any ExchangeStarter, secure: Bool = false) {
         self.starter = starter
+        self.isSecure = secure
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -2,6 +2,7 @@ public import NIOCore
 import NIOExtras
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 extension ConnectorProxy: ExchangeStarter {
@@ -19,13 +20,17 @@ extension ConnectorProxy: ExchangeStarter {
         try operations.configureHTTPServerPipeline(
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: configuration.connections.decoderLimits())
+        // Behind TLS (``ProxyServer``'s listener, or an embedder's own), the proxy's locations are `https://`.
+        let secure = (try? operations.handler(type: NIOSSLServerHandler.self)) != nil
         try operations.addHandlers([
-            ConnectionPersistenceHandler(), ReceiveBufferHandler(), ClientConnectionHandler(starter: self),
+            ConnectionPersistenceHandler(), ReceiveBufferHandler(), ClientConnectionHandler(starter: self, secure: secure),
         ])
     }
 
     func startExchange(for head: HTTPRequestHead, on connection: ClientConnectionHandler) -> (any ClientExchange)? {
-        switch decide(head, client: connection.clientAddress, lastVerified: &connection.lastVerified) {
+        switch decide(
+            head, client: connection.clientAddress, secure: connection.isSecure, lastVerified: &connection.lastVerified)
+        {
         case .answer(let answer):
             connection.writeAnswer(answer, method: head.method)
             return nil
@@ -66,9 +71,10 @@ public final class ProxyServer: Sendable {
     }
 
     /// Listens on `host`:`port` (0 picks a free port) for `proxy`, on `group`'s event loops
-    /// (NIO's shared ones by default).
+    /// (NIO's shared ones by default); over TLS with `tls`'s certificate, which each new
+    /// connection takes as it is then (see ``ListenerTLS``).
     public static func bind(
-        _ proxy: ConnectorProxy, host: String, port: Int, group: (any EventLoopGroup)? = nil
+        _ proxy: ConnectorProxy, host: String, port: Int, tls: ListenerTLS? = nil, group: (any EventLoopGroup)? = nil
     ) async throws -> ProxyServer {
         let group = group ?? MultiThreadedEventLoopGroup.singleton
         let quiescing = ServerQuiescingHelper(group: group)
@@ -84,7 +90,10 @@ public final class ProxyServer: Sendable {
             .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try proxy.configureConnection(channel) }
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context())) }
+                    try proxy.configureConnection(channel)
+                }
             }
             .bind(host: host, port: port).get()
         return ProxyServer(channel: channel, quiescing: quiescing)

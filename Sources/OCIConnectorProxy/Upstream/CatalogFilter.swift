@@ -105,7 +105,7 @@ extension ConnectorProxy {
             let path = "/v2/" + (plan.prefix.isEmpty ? "" : plan.prefix + "/") + "_catalog"
             headers.add(
                 name: "Link",
-                value: "<http://\(plan.host)\(path)?last=\(CatalogFilter.queryValue(last))&n=\(wanted)>; rel=\"next\"")
+                value: "<\(plan.origin)\(path)?last=\(CatalogFilter.queryValue(last))&n=\(wanted)>; rel=\"next\"")
         }
         return .local(
             LocalAnswer(

@@ -206,7 +206,7 @@ extension ConnectorProxy {
             throw upstream.refused(plan.scopes)
         }
         var headers = HTTPHeaders()
-        Self.forEachClientHeader(response.headers, host: plan.host, prefix: plan.prefix, upstream: upstream) {
+        Self.forEachClientHeader(response.headers, origin: plan.origin, prefix: plan.prefix, upstream: upstream) {
             headers.add(name: $0, value: $1)
         }
         let length = response.headers.first(name: "Content-Length")

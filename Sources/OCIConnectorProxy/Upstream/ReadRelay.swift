@@ -174,7 +174,7 @@ final class ReadRelay: ClientExchange {
         let head = response.head
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count)
-        ConnectorProxy.forEachClientHeader(head.headers, host: plan.host, prefix: plan.prefix, upstream: plan.upstream) {
+        ConnectorProxy.forEachClientHeader(head.headers, origin: plan.origin, prefix: plan.prefix, upstream: plan.upstream) {
             headers.add(name: $0, value: $1)
         }
         status = Int(head.status.code)
