@@ -36,6 +36,18 @@ struct RenderCommand: AsyncParsableCommand {
     @Option(help: "What to write, such as registry-config,buildkitd,!context.token (default: everything).")
     var select: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "The CA (PEM) the https proxy's certificate comes from: clients then check it instead of treating the proxy as insecure.",
+            valueName: "file"))
+    var caFile: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Where the workload mounts the rendered files, for files that name the CA by path (default: --output's absolute path).",
+            valueName: "directory"))
+    var caMountPath: String?
+
     @Option(help: "Token lifetime, such as 30m.")
     var ttl: String = "30m"
 
@@ -94,17 +106,35 @@ struct RenderCommand: AsyncParsableCommand {
         }
     }
 
+    /// The CA given with `--ca-file`, checked: a PEM certificate, for an https proxy.
+    private func trust(for config: ClientConfig) throws -> ProxyTrust? {
+        guard let caFile else { return nil }
+        guard !config.plainHTTP else {
+            throw ToolFailure("--ca-file is for an https proxy; \(proxy) speaks plain HTTP")
+        }
+        guard let pem = try? String(contentsOfFile: caFile, encoding: .utf8) else {
+            throw ToolFailure("cannot read the CA file \(caFile)")
+        }
+        guard pem.contains("-----BEGIN CERTIFICATE-----"), !pem.contains("PRIVATE KEY") else {
+            throw ToolFailure("\(caFile) is not a PEM certificate (and a CA file must hold no private key)")
+        }
+        let mountPath = caMountPath ?? URL(fileURLWithPath: output).standardizedFileURL.path
+        guard mountPath.hasPrefix("/") else { throw ToolFailure("--ca-mount-path must be absolute, not \(mountPath)") }
+        return ProxyTrust(certificatePEM: pem, mountPath: mountPath)
+    }
+
     /// Writes the files once; returns when their token expires (seconds since 1970).
     private func renderOnce(_ connectors: [Connector], _ selection: Selection) throws -> Int {
         let (token, claims) = try mintToken(
             connectors: connectors.map(\.id.description).joined(separator: ","), actions: actions, ttl: ttl,
             repositories: [], signingKey: signingKey, subject: "render")
-        let config: ClientConfig
+        var config: ClientConfig
         do {
             config = try ClientConfig(connectors: connectors, proxyURL: proxy, token: token)
         } catch {
             throw ToolFailure("\(error)")
         }
+        config.trust = try trust(for: config)
         try ConfigWriter.write(ClientConfigRenderer.render(config, selection: selection), to: output)
         return claims.expiresAt
     }

@@ -25,6 +25,9 @@ public struct ClientConfig: Sendable {
     public let token: String
     /// The username paired with the token in Basic credentials (the proxy ignores it).
     public let username: String
+    /// The CA that workloads trust the proxy's certificate by; `nil` treats an https proxy as
+    /// insecure (its certificate is not checked). Meaningful for an https proxy only.
+    public var trust: ProxyTrust?
 
     /// Creates a configuration for `connectors` behind the proxy at `proxyURL` (`http(s)://host[:port]`).
     public init(connectors: [Connector], proxyURL: String, token: String, username: String = "oci-connector")
@@ -49,6 +52,30 @@ public struct ClientConfig: Sendable {
     public var proxyURL: String { "\(proxy.scheme.rawValue)://\(proxy.authority)" }
     /// Whether the proxy is reached over plain HTTP.
     public var plainHTTP: Bool { proxy.scheme == .http }
+    /// Whether clients check the proxy's certificate against ``trust``.
+    public var verifiesProxy: Bool { !plainHTTP && trust != nil }
+    /// Where the workload finds the proxy's CA: `certs.d/PROXY/ca.crt` below the mount path.
+    public var caPath: String? {
+        trust.map { "\($0.mountPath.hasSuffix("/") ? String($0.mountPath.dropLast()) : $0.mountPath)/\(caFile)" }
+    }
+    /// The CA file's path below the rendered directory.
+    var caFile: String { "certs.d/\(proxyHost)/ca.crt" }
+}
+
+/// The certificate authority an https proxy's certificate is checked against, and where the
+/// workload mounts the rendered files, so that files naming the CA by path find it.
+public struct ProxyTrust: Sendable, Hashable {
+    /// The CA certificate(s), PEM.
+    public var certificatePEM: String
+    /// The directory the rendered files are mounted at in the workload, such as
+    /// `/etc/oci-connector`.
+    public var mountPath: String
+
+    /// Creates a trust.
+    public init(certificatePEM: String, mountPath: String) {
+        self.certificatePEM = certificatePEM
+        self.mountPath = mountPath
+    }
 }
 
 /// One file to write: a path relative to the output directory, its text, and whether it holds a

@@ -17,6 +17,10 @@ public enum ClientConfigRenderer {
         if selection.includes(.mirror) { files += mirrorHostsTOML(config) }
         if selection.includes(.pullSecret) { files.append(pullSecret(config, name: pullSecretName)) }
         files += builtIns(config)
+        if config.verifiesProxy, let trust = config.trust {
+            // Where docker, podman, buildah, skopeo and containerd look for a registry's CA.
+            files.append(RenderedFile(path: config.caFile, contents: trust.certificatePEM, isSecret: false))
+        }
         return files.filter { !selection.excluded.contains($0.path) }.sorted { $0.path < $1.path }
     }
 
@@ -41,9 +45,13 @@ public enum ClientConfigRenderer {
             """
     }
 
-    /// `daemon.json`: dockerd may talk plain HTTP (or untrusted TLS) to the proxy.
+    /// `daemon.json`: dockerd may talk plain HTTP (or untrusted TLS) to the proxy; with a CA,
+    /// no registry is insecure (dockerd reads the CA from `/etc/docker/certs.d/PROXY/ca.crt`).
     static func daemonJSON(_ config: ClientConfig) -> RenderedFile {
-        RenderedFile(
+        guard !config.verifiesProxy else {
+            return RenderedFile(path: "daemon.json", contents: "{\n  \"insecure-registries\": []\n}\n", isSecret: false)
+        }
+        return RenderedFile(
             path: "daemon.json",
             contents: """
                 {
@@ -88,7 +96,11 @@ public enum ClientConfigRenderer {
             }
         }
         text += "\n[registry.\(TOMLText.string(config.proxyHost))]\n"
-        text += config.plainHTTP ? "  http = true\n" : "  insecure = true\n"
+        if let caPath = config.caPath, config.verifiesProxy {
+            text += "  ca = \(TOMLText.array([caPath]))\n"
+        } else {
+            text += config.plainHTTP ? "  http = true\n" : "  insecure = true\n"
+        }
         return RenderedFile(path: "buildkitd.toml", contents: text, isSecret: false)
     }
 
@@ -123,8 +135,16 @@ public enum ClientConfigRenderer {
 
                 [host.\(TOMLText.string(config.proxyURL))]
                   capabilities = ["pull", "resolve", "push"]
-                \(config.plainHTTP ? "" : "  skip_verify = true\n")
+                \(tlsLine(config))
                 """, isSecret: false)
+    }
+
+    /// How containerd checks the proxy's certificate: against the CA, not at all, or (plain
+    /// HTTP) not applicable.
+    static func tlsLine(_ config: ClientConfig) -> String {
+        if config.plainHTTP { return "" }
+        if let caPath = config.caPath, config.verifiesProxy { return "  ca = \(TOMLText.string(caPath))\n" }
+        return "  skip_verify = true\n"
     }
 
     /// `certs.d/UPSTREAM/hosts.toml`: the upstream served through its connector prefix
@@ -140,7 +160,7 @@ public enum ClientConfigRenderer {
                     [host.\(TOMLText.string(mirror))]
                       capabilities = ["pull", "resolve", "push"]
                       override_path = true
-                    \(config.plainHTTP ? "" : "  skip_verify = true\n")
+                    \(tlsLine(config))
                     """, isSecret: false)
         }
     }
@@ -159,29 +179,41 @@ public enum ClientConfigRenderer {
         let addresses =
             config.endpoints.map { "\(config.proxyURL)/\($0.address.repositoryPrefix)" }.joined(separator: "\n") + "\n"
         let flags =
-            config.plainHTTP
+            config.verifiesProxy
             ? """
-            # The proxy at \(config.proxyHost) speaks plain HTTP. Options for tools configured by flags:
-            buildah --tls-verify=false
-            podman --tls-verify=false
-            skopeo --tls-verify=false
-            ko --insecure-registry
-            crane --insecure
-            oras --plain-http
-            helm --plain-http
+            # The proxy at \(config.proxyHost) speaks TLS with a certificate from the CA in \(config.caPath ?? ""):
+            buildah --cert-dir \(ShellText.quoted(String((config.caPath ?? "").dropLast("/ca.crt".count))))
+            podman --cert-dir \(ShellText.quoted(String((config.caPath ?? "").dropLast("/ca.crt".count))))
+            skopeo --cert-dir \(ShellText.quoted(String((config.caPath ?? "").dropLast("/ca.crt".count))))
+            ko SSL_CERT_FILE=\(ShellText.quoted(config.caPath ?? ""))
+            crane SSL_CERT_FILE=\(ShellText.quoted(config.caPath ?? ""))
+            oras --ca-file \(ShellText.quoted(config.caPath ?? ""))
+            helm --ca-file \(ShellText.quoted(config.caPath ?? ""))
 
             """
-            : """
-            # The proxy at \(config.proxyHost) speaks TLS. If its certificate is not trusted:
-            buildah --tls-verify=false
-            podman --tls-verify=false
-            skopeo --tls-verify=false
-            ko --insecure-registry
-            crane --insecure
-            oras --insecure
-            helm --insecure-skip-tls-verify
+            : config.plainHTTP
+                ? """
+                # The proxy at \(config.proxyHost) speaks plain HTTP. Options for tools configured by flags:
+                buildah --tls-verify=false
+                podman --tls-verify=false
+                skopeo --tls-verify=false
+                ko --insecure-registry
+                crane --insecure
+                oras --plain-http
+                helm --plain-http
 
-            """
+                """
+                : """
+                # The proxy at \(config.proxyHost) speaks TLS. If its certificate is not trusted:
+                buildah --tls-verify=false
+                podman --tls-verify=false
+                skopeo --tls-verify=false
+                ko --insecure-registry
+                crane --insecure
+                oras --insecure
+                helm --insecure-skip-tls-verify
+
+                """
         return [
             RenderedFile(path: ".env", contents: env, isSecret: true),
             RenderedFile(path: "context.token", contents: config.token, isSecret: true),

@@ -56,6 +56,67 @@ struct RenderCommandTests {
         #expect(log.contains("repository=render/rewritten"))
     }
 
+    /// An https proxy with `--ca-file`: skopeo checks the proxy's certificate with nothing but the
+    /// rendered files (the CA directory the `flags` file names), in both modes; and a CA for a
+    /// plain-HTTP proxy is refused.
+    @Test func skopeoVerifiesTheProxyWithTheRenderedCA() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let directory = try Loopback.temporaryDirectory("render-tls")
+        let pair = try ProxyOperationsTests.certificate(in: directory, name: "render-proxy")
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url),
+            extraArguments: ["--tls-cert", pair.certificate.path, "--tls-key", pair.key.path])
+        defer { proxy.stop() }
+        let output = try Loopback.temporaryDirectory("render")
+        let rendered = try Tool.run(
+            [
+                "oci-connector-config", "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path,
+                "--connector", "team-a/up", "--proxy", "https://\(proxy.host)", "--signing-key", proxy.signingKey,
+                "--output", output.path, "--actions", "pull,push", "--ca-file", pair.certificate.path,
+            ])
+        #expect(rendered.status == 0, "\(rendered.stderr)")
+        let repository = "render-tls-\(UInt32.random(in: 0...UInt32.max))"
+        try Seeder.pushReturningImage(to: registry, repository: "\(repository)/src")
+
+        let flags = try String(contentsOf: output.appendingPathComponent("flags"), encoding: .utf8)
+        let skopeoLine = try #require(flags.split(separator: "\n").first { $0.hasPrefix("skopeo ") })
+        let certificateDirectory = String(skopeoLine.dropFirst("skopeo --cert-dir ".count)).replacingOccurrences(
+            of: "'", with: "")
+        #expect(certificateDirectory == output.appendingPathComponent("certs.d/\(proxy.host)").path)
+        let common = [
+            "--authfile", output.appendingPathComponent("config.json").path, "--registries-conf",
+            output.appendingPathComponent("registries.conf").path,
+        ]
+        let address = "\(proxy.host)/namespaces/team-a/connectors/up"
+        try runCommand(
+            "/usr/bin/skopeo",
+            ["copy"] + common + ["--src-cert-dir", certificateDirectory, "--dest-cert-dir", certificateDirectory]
+                + ["docker://\(address)/\(repository)/src:v1", "docker://\(address)/\(repository)/copy:v1"])
+        // Mirror mode: the registry's own name, sent to the https proxy by registries.conf.
+        let inspected = try runCommand(
+            "/usr/bin/skopeo",
+            // Tags are listed from the named registry itself, not its mirrors: not asked for.
+            ["inspect", "--no-tags"] + common + [
+                "--cert-dir", certificateDirectory, "docker://\(registry.host)/\(repository)/copy:v1",
+            ])
+        #expect(inspected.contains("\(repository)/copy"))
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("repository=\(repository)/copy"), "the copy did not go through the proxy")
+        #expect(
+            log.split(separator: "\n").filter { $0.contains("repository=\(repository)/copy") && $0.contains("method=GET") }
+                .count >= 2, "the mirror-mode read did not go through the proxy")
+
+        let plain = try Self.render(proxy, try Loopback.temporaryDirectory("render"), ["--ca-file", pair.certificate.path])
+        #expect(plain.status != 0 && plain.stderr.contains("--ca-file is for an https proxy"), "\(plain.stderr)")
+        let key = try Tool.run(
+            [
+                "oci-connector-config", "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path,
+                "--connector", "team-a/up", "--proxy", "https://\(proxy.host)", "--signing-key", proxy.signingKey,
+                "--output", output.path, "--ca-file", pair.key.path,
+            ])
+        #expect(key.status != 0 && key.stderr.contains("is not a PEM certificate"), "\(key.stderr)")
+    }
+
     @Test func aRenderedTokenExpiresAndWatchReplacesItInTime() async throws {
         let (proxy, _, output) = try await Self.setUp()
         defer { proxy.stop() }

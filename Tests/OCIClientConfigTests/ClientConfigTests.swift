@@ -58,6 +58,42 @@ struct ClientConfigTests {
         }
     }
 
+    /// With the proxy's CA, every client checks the proxy's certificate: the CA is written where
+    /// docker, podman and containerd look for it, the files that name it by path point below
+    /// the mount path, and nothing says insecure or skips verification.
+    @Test func aTrustedCAReplacesInsecure() throws {
+        var config = try Self.config(proxy: "https://proxy.example:8443")
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        config.trust = ProxyTrust(certificatePEM: pem, mountPath: "/etc/oci-connector/")
+        let files = Dictionary(uniqueKeysWithValues: ClientConfigRenderer.render(config).map { ($0.path, $0) })
+        let ca = "/etc/oci-connector/certs.d/proxy.example:8443/ca.crt"
+        #expect(config.caPath == ca)
+        #expect(files["certs.d/proxy.example:8443/ca.crt"]?.contents == pem)
+        #expect(files["certs.d/proxy.example:8443/ca.crt"]?.isSecret == false)
+        #expect(files["buildkitd.toml"]?.contents.contains("ca = [\"\(ca)\"]") == true)
+        #expect(files["certs.d/proxy.example:8443/hosts.toml"]?.contents.contains("ca = \"\(ca)\"") == true)
+        #expect(files["certs.d/docker.io/hosts.toml"]?.contents.contains("ca = \"\(ca)\"") == true)
+        #expect(files["daemon.json"]?.contents.contains("\"insecure-registries\": []") == true)
+        #expect(files["flags"]?.contents.contains("skopeo --cert-dir '/etc/oci-connector/certs.d/proxy.example:8443'\n") == true)
+        for (path, file) in files {
+            for insecure in ["insecure = true", "skip_verify", "tls-verify=false", "--insecure", "http = true"] {
+                #expect(!file.contents.contains(insecure), "\(path) says \(insecure)")
+            }
+        }
+        // A plain-HTTP proxy has no certificate to check: the CA changes nothing.
+        var plain = try Self.config()
+        plain.trust = config.trust
+        #expect(ClientConfigRenderer.render(plain) == ClientConfigRenderer.render(try Self.config()))
+        // The TOML still parses.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("render-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try ConfigWriter.write(Array(files.values), to: directory.path)
+        try Python.tomlParse(
+            files.keys.filter { $0.hasSuffix(".toml") || $0 == "registries.conf" }.map {
+                directory.appendingPathComponent($0).path
+            })
+    }
+
     @Test func tokenFilesAreWrittenForTheOwnerOnly() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("render-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
