@@ -29,16 +29,19 @@ struct ProxyTool: AsyncParsableCommand {
     var listen: String = environment["OCI_CONNECTOR_LISTEN"] ?? "127.0.0.1:8080"
 
     @Option(
+        name: .customLong("admin-listen"),
         help: ArgumentHelp(
             "Address of the admin listener, HOST:PORT: /healthz, /readyz and /metrics (Prometheus); off when unset. (OCI_CONNECTOR_ADMIN_LISTEN)",
             valueName: "host:port"))
-    var adminListen: String? = environment["OCI_CONNECTOR_ADMIN_LISTEN"]
+    var adminListenOption: String?
 
-    @Option(help: "PEM certificate chain to serve HTTPS with, re-read when it changes; with --tls-key. (OCI_CONNECTOR_TLS_CERT)")
-    var tlsCert: String? = environment["OCI_CONNECTOR_TLS_CERT"]
+    @Option(
+        name: .customLong("tls-cert"),
+        help: "PEM certificate chain to serve HTTPS with, re-read when it changes; with --tls-key. (OCI_CONNECTOR_TLS_CERT)")
+    var tlsCertOption: String?
 
-    @Option(help: "PEM private key of --tls-cert. (OCI_CONNECTOR_TLS_KEY)")
-    var tlsKey: String? = environment["OCI_CONNECTOR_TLS_KEY"]
+    @Option(name: .customLong("tls-key"), help: "PEM private key of --tls-cert. (OCI_CONNECTOR_TLS_KEY)")
+    var tlsKeyOption: String?
 
     @Option(help: "Verification key(s) for proxy tokens: a JWK file or a directory of them. (OCI_CONNECTOR_TOKEN_KEYS)")
     var tokenKeys: String?
@@ -72,6 +75,15 @@ struct ProxyTool: AsyncParsableCommand {
 
     @Flag(help: "Refuse to start without at least one connector. (OCI_CONNECTOR_REQUIRE_CONNECTORS=1)")
     var requireConnectors = environment["OCI_CONNECTOR_REQUIRE_CONNECTORS"] == "1"
+
+    /// `--admin-listen`, or its environment variable.
+    var adminListen: String? { adminListenOption ?? Self.environment["OCI_CONNECTOR_ADMIN_LISTEN"] }
+
+    /// `--tls-cert`, or its environment variable.
+    var tlsCert: String? { tlsCertOption ?? Self.environment["OCI_CONNECTOR_TLS_CERT"] }
+
+    /// `--tls-key`, or its environment variable.
+    var tlsKey: String? { tlsKeyOption ?? Self.environment["OCI_CONNECTOR_TLS_KEY"] }
 
     func validate() throws {
         _ = try ListenAddress(listen)
