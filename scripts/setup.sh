@@ -27,5 +27,8 @@ fi
 
 # The oras Python client, driven through the proxy by the end-to-end tests.
 python3 -c 'import oras' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check oras==0.2.43
+# The Kubernetes schemas, offline, for the checks of Examples/kubernetes.
+command -v kubernetes-validate >/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 PyYAML
 
 command -v swift >/dev/null || { echo "swift is not on PATH: install Swift 6.1 or later" >&2; exit 1; }
