@@ -216,6 +216,12 @@ struct ProxyTool: AsyncParsableCommand {
                 "address": "\(host):\(bound)", "scheme": "\(tls == nil ? "http" : "https")", "connectors": "\(connectors)",
             ])
 
+        // Connectors, Secrets and token keys are re-read when their files change, and on SIGHUP.
+        let reloader = Task {
+            await ConfigurationReloader(connectorPaths: connectorPaths, tokenKeys: tokenKeys, proxy: proxy, logger: logger).run()
+        }
+        defer { reloader.cancel() }
+
         // SIGTERM (Kubernetes stopping the pod) or SIGINT: stop accepting, let answers under way
         // finish, then close the upstream connections.
         let signal = await ShutdownSignal.first(of: [SIGTERM, SIGINT])

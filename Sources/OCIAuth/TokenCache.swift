@@ -72,6 +72,8 @@ public actor TokenCache {
     /// Behind a lock rather than actor state, so that ``readyToken(for:)`` needs no hop.
     private nonisolated let tokens = Mutex<[Key: Cached]>([:])
     private var inFlight: [Key: Task<RegistryToken, any Error>] = [:]
+    /// Bumped when a connector's tokens are dropped: a token asked for before is not kept.
+    private var generations: [ConnectorID: Int] = [:]
     /// The cache-hit counter of each connector, made once: hits are counted on every request.
     private nonisolated let hitCounters = Mutex<[ConnectorID: Counter]>([:])
 
@@ -172,15 +174,24 @@ public actor TokenCache {
         tokens.withLock { $0.removeAll() }
     }
 
+    /// Forgets the tokens of `connector`: its credentials changed, or it is gone. A request for
+    /// one under way still completes, but its token is not kept.
+    public func removeAll(connector: ConnectorID) {
+        tokens.withLock { tokens in tokens = tokens.filter { $0.key.connector != connector } }
+        for key in inFlight.keys where key.connector == connector { inFlight[key] = nil }
+        generations[connector, default: 0] += 1
+    }
+
     /// The number of tokens held.
     public var count: Int { tokens.withLock { $0.count } }
 
     private func start(_ key: Key, refreshToken: String?, fetch: @escaping Fetch) -> Task<RegistryToken, any Error> {
+        let generation = generations[key.connector, default: 0]
         let task = Task<RegistryToken, any Error> {
             do {
                 let token = try await fetch(refreshToken)
                 Self.countRequest(key, ok: true)
-                self.store(token, for: key)
+                self.store(token, for: key, generation: generation)
                 return token
             } catch {
                 Self.countRequest(key, ok: false)
@@ -192,7 +203,8 @@ public actor TokenCache {
         return task
     }
 
-    private func store(_ token: RegistryToken, for key: Key) {
+    private func store(_ token: RegistryToken, for key: Key, generation: Int) {
+        guard generation == generations[key.connector, default: 0] else { return }  // Dropped meanwhile.
         let lifetime = max(token.lifetime, configuration.minimumLifetime)
         let margin = min(configuration.safetyMargin, lifetime / 5)
         // The token was stamped on the continuous clock when its response arrived; what has passed

@@ -104,73 +104,148 @@ public final class ConnectorProxy: Sendable {
         let storage: StorageFetchers
     }
 
-    let upstreams: [ConnectorID: Upstream]
-    private let httpClients: [HTTPClient]
-    private let registries: [Registry]
-    let authenticator: ClientAuthenticator
+    /// What requests are decided with: replaced whole by ``reload(catalog:verifier:)``; a
+    /// request takes the one current when it starts and keeps it to its end.
+    struct Snapshot {
+        let upstreams: [ConnectorID: Upstream]
+        let authenticator: ClientAuthenticator
+        let metrics: ProxyMetrics
+    }
+
+    /// The transports and registry connections made so far, kept across reloads so that
+    /// connectors that did not change keep their pools and tokens; all are closed by ``shutdown()``.
+    private struct Shared {
+        var transports: [String: Transport] = [:]
+        var registries: [String: Registry] = [:]
+    }
+
+    private let current: Mutex<Snapshot>
+    private let shared: Mutex<Shared>
+    private let tokens: TokenCache
     let configuration: Configuration
     /// The client connections open now, under ``ConnectionLimits/maxConnections``.
     let connections: ConnectionCounter
-    let metrics: ProxyMetrics
     let logger: Logger
+
+    /// The connectors and keys requests are decided with now.
+    var snapshot: Snapshot { current.withLock { $0 } }
 
     /// Creates a proxy for the connectors in `catalog`, trusting tokens `verifier` accepts.
     public init(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier, configuration: Configuration = .init(), logger: Logger)
         throws
     {
         let tokens = TokenCache(configuration: configuration.tokenCache)
-        var upstreams: [ConnectorID: Upstream] = [:]
-        // Keyed by the certificates a connector trusts besides the system's ("" for none).
-        var transports: [String: Transport] = [:]
-        // Keyed by the trust and the registry's address.
-        var registries: [String: Registry] = [:]
+        var shared = Shared()
+        let upstreams: [ConnectorID: Upstream]
         do {
-            for (id, connector) in catalog.connectors {
-                let trust = connector.trustedCertificatesPEM ?? ""
-                if transports[trust] == nil {
-                    let tls = try UpstreamHTTPClient.tlsConfiguration(for: connector)
-                    transports[trust] = Transport(http: try UpstreamHTTPClient.make(for: connector), tls: SharedTLSContext(tls))
-                }
-                let transport = transports[trust]!
-                let registryKey = trust + "\n" + connector.address.baseURL
-                if registries[registryKey] == nil {
-                    // An https registry's context is built now, so that a broken trust fails at start-up.
-                    let reads = Self.registryReader(
-                        for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil)
-                    registries[registryKey] = Registry(reads: reads, storage: StorageFetchers(tls: transport.tls))
-                }
-                let registry = registries[registryKey]!
-                upstreams[id] = Upstream(
-                    client: UpstreamClient(
-                        connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
-                    http: transport.http, reads: registry.reads,
-                    passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
-                    storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id),
-                    latency: CoreMetrics.Timer(
-                        label: "oci_connector_upstream_response_seconds", dimensions: [("connector", id.description)],
-                        preferredDisplayUnit: .seconds))
-            }
+            upstreams = try Self.upstreams(for: catalog, previous: [:], shared: &shared, tokens: tokens)
         } catch {
             // An HTTP client must be shut down before it goes.
-            for transport in transports.values { try? transport.http.syncShutdown() }
+            for transport in shared.transports.values { try? transport.http.syncShutdown() }
             throw error
         }
-        self.upstreams = upstreams
-        self.httpClients = transports.values.map(\.http)
-        self.registries = Array(registries.values)
-        self.authenticator = ClientAuthenticator(verifier: verifier)
+        self.tokens = tokens
+        self.shared = Mutex(shared)
+        self.current = Mutex(
+            Snapshot(
+                upstreams: upstreams, authenticator: ClientAuthenticator(verifier: verifier),
+                metrics: ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description)))))
         self.configuration = configuration
         self.connections = ConnectionCounter(maximum: configuration.connections.maxConnections)
-        self.metrics = ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description)))
         self.logger = logger
+    }
+
+    /// What a reload changed.
+    public struct ReloadSummary: Sendable, Equatable {
+        /// Connectors that are new.
+        public var added: [ConnectorID] = []
+        /// Connectors that are gone: their requests now get `NAME_UNKNOWN`.
+        public var removed: [ConnectorID] = []
+        /// Connectors whose address, credentials, trust or parameters changed: their cached
+        /// upstream tokens are dropped.
+        public var changed: [ConnectorID] = []
+    }
+
+    /// Serves `catalog` and trusts the tokens `verifier` accepts from now on, without dropping a
+    /// connection: requests under way finish with what they started with. Connectors that did
+    /// not change keep their connections and upstream tokens; a changed one starts afresh. A
+    /// catalog that cannot be served (a trust bundle that does not load) throws, and the
+    /// current configuration stays.
+    @discardableResult
+    public func reload(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier) async throws -> ReloadSummary {
+        let previous = snapshot.upstreams
+        let tokens = tokens
+        let upstreams = try shared.withLock { shared in
+            try Self.upstreams(for: catalog, previous: previous, shared: &shared, tokens: tokens)
+        }
+        var summary = ReloadSummary()
+        for (id, upstream) in previous {
+            if let now = catalog.connectors[id] {
+                if now != upstream.client.connector { summary.changed.append(id) }
+            } else {
+                summary.removed.append(id)
+            }
+        }
+        summary.added = catalog.connectors.keys.filter { previous[$0] == nil }
+        summary.added.sort()
+        summary.removed.sort()
+        summary.changed.sort()
+        current.withLock { current in
+            current = Snapshot(
+                upstreams: upstreams, authenticator: ClientAuthenticator(verifier: verifier),
+                metrics: ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description))))
+        }
+        for id in summary.changed + summary.removed { await tokens.removeAll(connector: id) }
+        return summary
+    }
+
+    /// The upstreams for `catalog`: those of `previous` whose connector is unchanged, new ones
+    /// for the rest, on the transports and registry connections of `shared` where they fit.
+    private static func upstreams(
+        for catalog: ConnectorCatalog, previous: [ConnectorID: Upstream], shared: inout Shared, tokens: TokenCache
+    ) throws -> [ConnectorID: Upstream] {
+        var upstreams: [ConnectorID: Upstream] = [:]
+        for (id, connector) in catalog.connectors {
+            if let kept = previous[id], kept.client.connector == connector {
+                upstreams[id] = kept
+                continue
+            }
+            // Keyed by the certificates a connector trusts besides the system's ("" for none).
+            let trust = connector.trustedCertificatesPEM ?? ""
+            if shared.transports[trust] == nil {
+                let tls = try UpstreamHTTPClient.tlsConfiguration(for: connector)
+                shared.transports[trust] = Transport(
+                    http: try UpstreamHTTPClient.make(for: connector), tls: SharedTLSContext(tls))
+            }
+            let transport = shared.transports[trust]!
+            // Keyed by the trust and the registry's address.
+            let registryKey = trust + "\n" + connector.address.baseURL
+            if shared.registries[registryKey] == nil {
+                // An https registry's context is built now, so that a broken trust fails at once.
+                let reads = Self.registryReader(
+                    for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil)
+                shared.registries[registryKey] = Registry(reads: reads, storage: StorageFetchers(tls: transport.tls))
+            }
+            let registry = shared.registries[registryKey]!
+            upstreams[id] = Upstream(
+                client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
+                http: transport.http, reads: registry.reads,
+                passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
+                storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id),
+                latency: CoreMetrics.Timer(
+                    label: "oci_connector_upstream_response_seconds", dimensions: [("connector", id.description)],
+                    preferredDisplayUnit: .seconds))
+        }
+        return upstreams
     }
 
     /// Closes the upstream connections.
     public func shutdown() async {
-        for client in httpClients {
-            try? await client.shutdown()
+        let shared = shared.withLock { $0 }
+        for transport in shared.transports.values {
+            try? await transport.http.shutdown()
         }
-        for registry in registries {
+        for registry in shared.registries.values {
             await registry.reads.shutdown()
             await registry.storage.shutdown()
         }

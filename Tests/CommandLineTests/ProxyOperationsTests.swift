@@ -320,6 +320,111 @@ struct ProxyOperationsTests {
         #expect(swapped.status != 0 && swapped.stderr.contains("cannot read a PEM certificate from"), "\(swapped.stderr)")
     }
 
+    /// Sends a request on one connection, waits for `marker` to exist, sends another on the same
+    /// connection, and prints both statuses (or the error that ended the connection).
+    static let keepAliveScript = """
+        import http.client, os, sys, time
+        host, port, token, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        def get():
+            connection.request("GET", "/v2/", headers={"Authorization": "Bearer " + token})
+            response = connection.getresponse(); response.read(); return str(response.status)
+        first = get()
+        while not os.path.exists(marker): time.sleep(0.02)
+        try: second = get()
+        except Exception as error: second = type(error).__name__
+        print(first, second)
+        """
+
+    /// Connectors, their Secrets and the token keys are re-read on SIGHUP and when their files
+    /// change, without dropping a connection: a fixed password works at once (the refused
+    /// credentials' state is dropped), a new connector serves, a broken file keeps the last good
+    /// configuration, and new keys refuse tokens of the old ones, on connections open before too.
+    @Test func connectorsSecretsAndKeysReloadWithoutDroppingConnections() async throws {
+        let (tokenRegistry, issuer) = try await TokenAuthRegistry.start()
+        defer { tokenRegistry.stop() }
+        let anonymous = try await SharedRegistries.shared.anonymous()
+        let repository = "reload-\(UInt32.random(in: 0...UInt32.max))/app"
+        let image = TestImage(layerSize: 1024, seed: 8)
+        try Seeder.push(
+            image, to: tokenRegistry, repository: repository, tag: "v1", user: SharedRegistries.robotUser, issuer: issuer)
+        try Seeder.push(image, to: anonymous, repository: repository, tag: "v1")
+        let robot = SharedRegistries.robotUser
+        let extra = try Loopback.temporaryDirectory("reload-connectors")
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory,
+            connectorsYAML: ConnectorYAML.connector(
+                name: "tok", address: tokenRegistry.url, username: robot.0, password: "an-old-password"),
+            extraArguments: ["--connectors", extra.path, "--admin-listen", "127.0.0.1:0"])
+        defer { proxy.stop() }
+        let token = try proxy.token(connector: "team-a/tok,team-a/new", actions: "pull")
+        func status(_ connector: String, token: String) throws -> Int {
+            try Curl.request(
+                "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/\(connector)/\(repository)/manifests/v1",
+                headers: ["Accept": TestImage.manifestMediaType], token: token
+            ).status
+        }
+        #expect(try status("tok", token: token) == 403)
+        #expect(try status("new", token: token) == 404)  // Allowed by the token, unknown to the proxy.
+
+        // A connection opened before the reload.
+        let marker = extra.appendingPathComponent(".go")
+        let held = Process()
+        held.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        held.arguments = ["python3", "-c", Self.keepAliveScript, "127.0.0.1", "\(proxy.port)", token, marker.path]
+        let heldOutput = Pipe()
+        held.standardOutput = heldOutput
+        try held.run()
+
+        // The password fixed, a connector added; SIGHUP.
+        try ConnectorYAML.connector(name: "tok", address: tokenRegistry.url, username: robot.0, password: robot.1).write(
+            to: proxy.directory.appendingPathComponent("connectors.yaml"), atomically: true, encoding: .utf8)
+        try ConnectorYAML.connector(name: "new", address: anonymous.url).write(
+            to: extra.appendingPathComponent("new.yaml"), atomically: true, encoding: .utf8)
+        kill(proxy.processIdentifier, SIGHUP)
+        _ = try #require(try await proxy.logLine(containing: "configuration reloaded"), "no reload")
+        #expect(try status("tok", token: token) == 200)
+        #expect(try status("new", token: token) == 200)
+        let line = try #require(try await proxy.logLine(containing: "configuration reloaded"))
+        #expect(line.contains("added=team-a/new") && line.contains("changed=team-a/tok"), "\(line)")
+        #expect(!line.contains(robot.1))
+
+        try Data().write(to: marker)
+        let heldStatuses = String(decoding: heldOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        held.waitUntilExit()
+        #expect(heldStatuses.trimmingCharacters(in: .whitespacesAndNewlines) == "200 200", "\(heldStatuses)")
+
+        // A broken file, noticed by the watch alone: the last good configuration keeps serving.
+        try "kind: Connector\nmetadata: {name: [broken".write(
+            to: extra.appendingPathComponent("broken.yaml"), atomically: true, encoding: .utf8)
+        _ = try #require(
+            try await proxy.logLine(containing: "configuration not reloaded", attempts: 100), "the broken file went unnoticed")
+        #expect(try status("tok", token: token) == 200)
+        try FileManager.default.removeItem(at: extra.appendingPathComponent("broken.yaml"))
+
+        // New token keys: tokens signed with the old ones are refused, those with the new accepted.
+        let newKeys = try Loopback.temporaryDirectory("reload-keys")
+        _ = try runCommand(
+            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", newKeys.path])
+        let verification = proxy.directory.appendingPathComponent("keys/verification-key.jwk")
+        try FileManager.default.removeItem(at: verification)
+        try FileManager.default.copyItem(at: newKeys.appendingPathComponent("verification-key.jwk"), to: verification)
+        kill(proxy.processIdentifier, SIGHUP)
+        let newToken = try proxy.token(
+            connector: "team-a/tok", actions: "pull", signingKey: newKeys.appendingPathComponent("signing-key.jwk").path)
+        var refreshed = try status("tok", token: newToken)
+        for _ in 0..<100 where refreshed != 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            refreshed = try status("tok", token: newToken)
+        }
+        #expect(refreshed == 200)
+        #expect(try status("tok", token: token) == 401)
+
+        let metrics = Self.samples(try Self.scrape(proxy).text)
+        #expect(metrics[#"oci_connector_reloads_total{result="ok"}"#] ?? 0 >= 2)
+        #expect(metrics[#"oci_connector_reloads_total{result="error"}"#] ?? 0 >= 1)
+    }
+
     @Test func theAdminListenerNeedsAPortOfItsOwn() throws {
         let same = try Tool.run(
             "oci-connector-proxy", "--connectors", "/dev/null", "--token-keys", "/dev/null", "--listen", "127.0.0.1:9000",

@@ -46,7 +46,7 @@ struct UpstreamSharingTests {
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         var upstreams: [String: ConnectorProxy.Upstream] = [:]
         for name in ["a", "b", "c", "d", "e", "f"] {
-            upstreams[name] = proxy.upstreams[try ConnectorID(namespace: "team-\(name)", name: name)]
+            upstreams[name] = proxy.snapshot.upstreams[try ConnectorID(namespace: "team-\(name)", name: name)]
         }
         await proxy.shutdown()
         let (a, b, c, d, e, f) = (

@@ -59,6 +59,8 @@ final class ClientAuthenticator: Sendable {
     struct LastVerified {
         let header: String
         let claims: ProxyTokenClaims
+        /// The authenticator that verified it: after a reload with other keys, it is verified again.
+        let verifier: ObjectIdentifier
     }
 
     /// ``claims(authorization:now:)`` for a connection whose requests repeat one header: one
@@ -67,7 +69,7 @@ final class ClientAuthenticator: Sendable {
     func claims(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse)
         -> ProxyTokenClaims
     {
-        if let last, let header, header == last.header {
+        if let last, let header, header == last.header, last.verifier == ObjectIdentifier(self) {
             do {
                 try last.claims.checkValidity(at: now)
             } catch {
@@ -77,7 +79,7 @@ final class ClientAuthenticator: Sendable {
             return last.claims
         }
         let claims = try uncountedClaims(authorization: header, now: now)
-        if let header { last = LastVerified(header: header, claims: claims) }
+        if let header { last = LastVerified(header: header, claims: claims, verifier: ObjectIdentifier(self)) }
         accepted.increment()
         return claims
     }

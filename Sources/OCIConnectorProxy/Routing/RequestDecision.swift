@@ -101,17 +101,20 @@ extension ConnectorProxy {
         _ head: HTTPRequestHead, client: String? = nil, secure: Bool = false,
         lastVerified: inout ClientAuthenticator.LastVerified?
     ) -> RequestDecision {
-        let log = RequestLog(logger: logger, method: head.method.rawValue, client: client, metrics: metrics)
+        let snapshot = snapshot
+        let log = RequestLog(logger: logger, method: head.method.rawValue, client: client, metrics: snapshot.metrics)
         do {
-            return try decision(head, log: log, secure: secure, lastVerified: &lastVerified)
+            return try decision(head, log: log, snapshot: snapshot, secure: secure, lastVerified: &lastVerified)
         } catch {
             return .answer(LocalAnswer(error, log: log))
         }
     }
 
     private func decision(
-        _ head: HTTPRequestHead, log: RequestLog, secure: Bool, lastVerified: inout ClientAuthenticator.LastVerified?
+        _ head: HTTPRequestHead, log: RequestLog, snapshot: Snapshot, secure: Bool,
+        lastVerified: inout ClientAuthenticator.LastVerified?
     ) throws(RegistryErrorResponse) -> RequestDecision {
+        let authenticator = snapshot.authenticator
         guard head.method != .CONNECT else {
             throw RegistryErrorResponse(
                 .methodNotAllowed, "UNSUPPORTED", "the proxy is a registry, not a forward proxy: CONNECT is not served")
@@ -150,7 +153,7 @@ extension ConnectorProxy {
                 .forbidden, "DENIED",
                 "the token does not allow \(action) on \(repository ?? "this connector") through \(connector)")
         }
-        guard let upstream = upstreams[connector] else {
+        guard let upstream = snapshot.upstreams[connector] else {
             throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connector) is configured")
         }
         if route == .base { return .answer(.versionCheck(log: log)) }
