@@ -425,6 +425,143 @@ struct ProxyOperationsTests {
         #expect(metrics[#"oci_connector_reloads_total{result="error"}"#] ?? 0 >= 1)
     }
 
+    /// Clients reading over HTTPS keep-alive connections until `stop` exists; prints how many
+    /// answers had each status (or error) as JSON.
+    static let loadScript = """
+        import http.client, json, os, ssl, sys, threading
+        host, port, ca, stop, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+        tokens = sys.argv[6:]
+        counts, lock = {}, threading.Lock()
+        def client(token):
+            context = ssl.create_default_context(cafile=ca)
+            connection = None
+            while not os.path.exists(stop):
+                try:
+                    if connection is None: connection = http.client.HTTPSConnection(host, port, context=context, timeout=30)
+                    connection.request("GET", path, headers={"Authorization": "Bearer " + token,
+                        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+                    response = connection.getresponse(); response.read(); key = str(response.status)
+                except Exception as error:
+                    key, connection = type(error).__name__, None
+                with lock: counts[key] = counts.get(key, 0) + 1
+        threads = [threading.Thread(target=client, args=(tokens[i % len(tokens)],)) for i in range(4)]
+        for thread in threads: thread.start()
+        for thread in threads: thread.join()
+        print(json.dumps(counts))
+        """
+
+    /// Every kind of file reloaded while clients keep reading, over TLS, on kept-alive and new
+    /// connections: the connectors (a connector added, another's Secret changed), a second token
+    /// key next to the first, and the certificate. Not one request fails.
+    @Test func reloadsUnderLoadFailNoRequest() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let repository = "load-\(UInt32.random(in: 0...UInt32.max))/app"
+        try Seeder.push(TestImage(layerSize: 512, seed: 11), to: registry, repository: repository, tag: "v1")
+        let directory = try Loopback.temporaryDirectory("reload-load")
+        let first = try Self.certificate(in: directory.appendingPathComponent("first"), name: "first")
+        let second = try Self.certificate(in: directory.appendingPathComponent("second"), name: "second")
+        let tlsDirectory = directory.appendingPathComponent("tls")
+        try FileManager.default.createDirectory(at: tlsDirectory, withIntermediateDirectories: true)
+        for file in ["tls.crt", "tls.key"] {
+            try FileManager.default.copyItem(
+                at: directory.appendingPathComponent("first/\(file)"), to: tlsDirectory.appendingPathComponent(file))
+        }
+        // Clients trust both certificates, so the rotation is invisible to them.
+        let bundle = directory.appendingPathComponent("ca.pem")
+        try (try String(contentsOf: first.certificate, encoding: .utf8) + String(contentsOf: second.certificate, encoding: .utf8))
+            .write(to: bundle, atomically: true, encoding: .utf8)
+        let connectors = directory.appendingPathComponent("connectors")
+        try FileManager.default.createDirectory(at: connectors, withIntermediateDirectories: true)
+        // The token keys as a directory (the last --token-keys wins), so a second key can join.
+        let keys = directory.appendingPathComponent("keys")
+        let oldKeys = try Loopback.temporaryDirectory("reload-load-old-keys")
+        _ = try runCommand(
+            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", oldKeys.path])
+        try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            at: oldKeys.appendingPathComponent("verification-key.jwk"), to: keys.appendingPathComponent("old.jwk"))
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "reg", address: registry.url),
+            extraArguments: [
+                "--token-keys", keys.path, "--connectors", connectors.path, "--tls-cert",
+                tlsDirectory.appendingPathComponent("tls.crt").path,
+                "--tls-key", tlsDirectory.appendingPathComponent("tls.key").path, "--admin-listen", "127.0.0.1:0",
+            ])
+        defer { proxy.stop() }
+        let token = try proxy.token(
+            connector: "team-a/reg", actions: "pull", signingKey: oldKeys.appendingPathComponent("signing-key.jwk").path)
+        let stop = directory.appendingPathComponent("stop")
+        let load = Process()
+        load.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        load.arguments = [
+            "python3", "-c", Self.loadScript, "127.0.0.1", "\(proxy.port)", bundle.path, stop.path,
+            "/v2/namespaces/team-a/connectors/reg/\(repository)/manifests/v1", token,
+        ]
+        let loadOutput = Pipe()
+        load.standardOutput = loadOutput
+        try load.run()
+        let admin = "http://127.0.0.1:\(try #require(proxy.adminPort))"
+        func reloads() throws -> Double {
+            Self.samples(try Curl.request("GET", "\(admin)/metrics").text)[#"oci_connector_reloads_total{result="ok"}"#] ?? 0
+        }
+        func reloaded(after count: Double) async throws {
+            for _ in 0..<100 where try reloads() <= count { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(try reloads() > count, "no reload")
+        }
+
+        // A connector added (by the watch), then another's credentials changed (SIGHUP).
+        var count = try reloads()
+        try ConnectorYAML.connector(name: "other", address: registry.url).write(
+            to: connectors.appendingPathComponent("other.yaml"), atomically: true, encoding: .utf8)
+        try await reloaded(after: count)
+        count = try reloads()
+        try ConnectorYAML.connector(name: "other", address: registry.url, username: "u", password: "p").write(
+            to: connectors.appendingPathComponent("other.yaml"), atomically: true, encoding: .utf8)
+        kill(proxy.processIdentifier, SIGHUP)
+        try await reloaded(after: count)
+        // A second token key next to the first: old tokens still verify, new ones too.
+        count = try reloads()
+        let newKeys = try Loopback.temporaryDirectory("reload-load-keys")
+        _ = try runCommand(
+            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", newKeys.path])
+        try FileManager.default.copyItem(
+            at: newKeys.appendingPathComponent("verification-key.jwk"), to: keys.appendingPathComponent("new.jwk"))
+        try await reloaded(after: count)
+        let newToken = try proxy.token(
+            connector: "team-a/reg", actions: "pull", signingKey: newKeys.appendingPathComponent("signing-key.jwk").path)
+        let checked = try runCommand(
+            "/usr/bin/curl",
+            [
+                "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", bundle.path, "-H", "Authorization: Bearer \(newToken)",
+                "https://\(proxy.host)/v2/",
+            ])
+        #expect(checked == "200")
+        // The certificate.
+        for file in ["tls.crt", "tls.key"] {
+            let target = tlsDirectory.appendingPathComponent(file)
+            let staged = tlsDirectory.appendingPathComponent(".\(file).new")
+            try FileManager.default.copyItem(at: directory.appendingPathComponent("second/\(file)"), to: staged)
+            _ = rename(staged.path, target.path)
+        }
+        // Clients keep reading until new connections get the new certificate.
+        func servesSecond() -> Bool {
+            let code = try? runCommand(
+                "/usr/bin/curl",
+                ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", second.certificate.path, "https://\(proxy.host)/v2/"])
+            return code == "401"
+        }
+        for _ in 0..<100 where !servesSecond() { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(servesSecond(), "the rotated certificate is not served")
+
+        try Data().write(to: stop)
+        let counts = try #require(
+            try JSONSerialization.jsonObject(with: loadOutput.fileHandleForReading.readDataToEndOfFile()) as? [String: Int])
+        load.waitUntilExit()
+        #expect(counts.keys.sorted() == ["200"], "\(counts)")
+        #expect((counts["200"] ?? 0) > 50, "\(counts)")
+        #expect(proxy.isRunning)
+    }
+
     @Test func theAdminListenerNeedsAPortOfItsOwn() throws {
         let same = try Tool.run(
             "oci-connector-proxy", "--connectors", "/dev/null", "--token-keys", "/dev/null", "--listen", "127.0.0.1:9000",
