@@ -85,10 +85,16 @@ struct ConfigurationReloader: Sendable {
                     .map { path + "/" + $0 } : [path]
             for name in names {
                 var info = stat()
-                files[name] =
-                    stat(name, &info) == 0
-                    ? "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
-                    : "unreadable"
+                guard stat(name, &info) == 0 else {
+                    files[name] = "unreadable"
+                    continue
+                }
+                #if canImport(Darwin)
+                let modified = info.st_mtimespec
+                #else
+                let modified = info.st_mtim
+                #endif
+                files[name] = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(modified.tv_sec).\(modified.tv_nsec)"
             }
         }
         return files
