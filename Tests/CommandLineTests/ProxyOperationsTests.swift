@@ -191,6 +191,14 @@ struct ProxyOperationsTests {
         #expect(!log.contains(token) && !log.contains(String(token.split(separator: ".")[2])))
     }
 
+    /// A signing and a verification key, written by `oci-connector-config keys generate` into
+    /// `directory`, which is returned.
+    static func generateKeys(in directory: URL) throws -> URL {
+        _ = try runCommand(
+            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", directory.path])
+        return directory
+    }
+
     /// A self-signed certificate for 127.0.0.1, which is its own CA, in `directory`.
     static func certificate(in directory: URL, name: String) throws -> (certificate: URL, key: URL) {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -310,9 +318,7 @@ struct ProxyOperationsTests {
         let connectors = directory.appendingPathComponent("c.yaml")
         try ConnectorYAML.connector(name: "reg", address: "http://127.0.0.1:1").write(
             to: connectors, atomically: true, encoding: .utf8)
-        _ = try runCommand(
-            Tool.binDirectory.appendingPathComponent("oci-connector-config").path,
-            ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
+        _ = try Self.generateKeys(in: directory.appendingPathComponent("keys"))
         let keys = directory.appendingPathComponent("keys/verification-key.jwk").path
         let swapped = try Tool.run(
             "oci-connector-proxy", "--connectors", connectors.path, "--token-keys", keys, "--listen", "127.0.0.1:0",
@@ -403,9 +409,7 @@ struct ProxyOperationsTests {
         try FileManager.default.removeItem(at: extra.appendingPathComponent("broken.yaml"))
 
         // New token keys: tokens signed with the old ones are refused, those with the new accepted.
-        let newKeys = try Loopback.temporaryDirectory("reload-keys")
-        _ = try runCommand(
-            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", newKeys.path])
+        let newKeys = try Self.generateKeys(in: try Loopback.temporaryDirectory("reload-keys"))
         let verification = proxy.directory.appendingPathComponent("keys/verification-key.jwk")
         try FileManager.default.removeItem(at: verification)
         try FileManager.default.copyItem(at: newKeys.appendingPathComponent("verification-key.jwk"), to: verification)
@@ -474,9 +478,7 @@ struct ProxyOperationsTests {
         try FileManager.default.createDirectory(at: connectors, withIntermediateDirectories: true)
         // The token keys as a directory (the last --token-keys wins), so a second key can join.
         let keys = directory.appendingPathComponent("keys")
-        let oldKeys = try Loopback.temporaryDirectory("reload-load-old-keys")
-        _ = try runCommand(
-            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", oldKeys.path])
+        let oldKeys = try Self.generateKeys(in: try Loopback.temporaryDirectory("reload-load-old-keys"))
         try FileManager.default.createDirectory(at: keys, withIntermediateDirectories: true)
         try FileManager.default.copyItem(
             at: oldKeys.appendingPathComponent("verification-key.jwk"), to: keys.appendingPathComponent("old.jwk"))
@@ -521,9 +523,7 @@ struct ProxyOperationsTests {
         try await reloaded(after: count)
         // A second token key next to the first: old tokens still verify, new ones too.
         count = try reloads()
-        let newKeys = try Loopback.temporaryDirectory("reload-load-keys")
-        _ = try runCommand(
-            Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", newKeys.path])
+        let newKeys = try Self.generateKeys(in: try Loopback.temporaryDirectory("reload-load-keys"))
         try FileManager.default.copyItem(
             at: newKeys.appendingPathComponent("verification-key.jwk"), to: keys.appendingPathComponent("new.jwk"))
         try await reloaded(after: count)

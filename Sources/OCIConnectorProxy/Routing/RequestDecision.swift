@@ -1,3 +1,4 @@
+import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import OCIAuth
@@ -77,6 +78,13 @@ struct UpstreamPlan {
     /// The query the client sent, for the filtered catalog.
     let query: String?
     let log: RequestLog
+
+    /// The upstream answered a head `nanoseconds` after it was asked: for the connector's
+    /// latency histogram and the request's log line.
+    func upstreamAnswered(after nanoseconds: Int64) {
+        upstream.latency.recordNanoseconds(nanoseconds)
+        log.upstreamAnswered(after: nanoseconds)
+    }
 }
 
 extension ConnectorProxy {

@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import OCIAuth
@@ -195,9 +194,7 @@ extension ConnectorProxy {
         let asked = ContinuousClock.now
         do {
             response = try await upstream.client.execute(outbound, scopes: plan.scopes, replayable: !plan.hasBody)
-            let waited = (ContinuousClock.now - asked).nanoseconds
-            upstream.latency.recordNanoseconds(waited)
-            plan.log.upstreamAnswered(after: waited)
+            plan.upstreamAnswered(after: (ContinuousClock.now - asked).nanoseconds)
         } catch {
             throw upstream.failure(error, scopes: plan.scopes)
         }

@@ -1,4 +1,3 @@
-import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import OCIAuth
@@ -91,9 +90,7 @@ final class ReadRelay: ClientExchange {
                 }
                 switch result {
                 case .success(let response):
-                    let waited = (NIODeadline.now() - asked).nanoseconds
-                    plan.upstream.latency.recordNanoseconds(waited)
-                    plan.log.upstreamAnswered(after: waited)
+                    plan.upstreamAnswered(after: (NIODeadline.now() - asked).nanoseconds)
                     answered(response, headers: headers, onOrigin: onOrigin)
                 case .failure(let error): fail(error)
                 }
