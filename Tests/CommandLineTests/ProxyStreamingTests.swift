@@ -235,15 +235,16 @@ struct ProxyStreamingTests {
         defer { proxy.stop() }
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
         let curl = try Self.startCurl([
-            "-X", method, "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/slow/app/manifests/v1",
+            "-X", method, "-u", "w:\(try proxy.token())", "-o", "/dev/null", "\(base)/silent/app/manifests/v1",
         ])
-        // The upstream answers 300 ms after it is asked: the client leaves as soon as it is (killed:
-        // curl started from the test process does not end on SIGTERM).
+        // The upstream answers only after 30 s: the client leaves as soon as it is asked (killed:
+        // curl started from the test process does not end on SIGTERM). The proxy logs the request
+        // when it sees the client go, not when the upstream answers.
         try #require(try await proxy.waitForConnection(toPort: stub.port), "the read did not reach the upstream")
         kill(curl.process.processIdentifier, SIGKILL)
         curl.process.waitUntilExit()
         let logLine = try #require(
-            try await proxy.logLine(containing: "repository=slow/app", attempts: 50),
+            try await proxy.logLine(containing: "repository=silent/app", attempts: 50),
             "no log line for the abandoned request")
         #expect(logLine.split(separator: " ").contains("status=499"), "\(logLine)")
         #expect(logLine.split(separator: " ").contains("method=\(method)"), "\(logLine)")

@@ -3,9 +3,9 @@ import Hummingbird
 import Logging
 
 /// A small upstream for the behaviours a local registry does not show: blob reads redirected to
-/// another origin (as registries do to object storage), slow answers, and bodies that fail
-/// half-way or never end, on blob and manifest routes and on the storage blobs are redirected to
-/// alike, redirects to a Unix socket on this machine, and uploads held until many run at once.
+/// another origin (as registries do to object storage), slow answers and answers that do not
+/// come, and bodies that fail half-way or never end, on blob and manifest routes and on the
+/// storage blobs are redirected to alike, redirects to a Unix socket on this machine, and uploads held until many run at once.
 ///
 /// It asks for Basic credentials, so the proxy sends them; `/storage/…` records what arrives.
 public final class StubUpstream: Sendable {
@@ -93,6 +93,11 @@ public final class StubUpstream: Sendable {
         }
         let slow = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
             try await Task.sleep(for: .milliseconds(300))
+            return plain(request, context)
+        }
+        // Answers only after 30 s: long after any client that is going to leave has left.
+        let silent = { @Sendable (request: Request, context: BasicRequestContext) async throws -> Response in
+            try await Task.sleep(for: .seconds(30))
             return plain(request, context)
         }
         // Promises the whole blob, sends a quarter, then fails.
@@ -196,6 +201,8 @@ public final class StubUpstream: Sendable {
             router.get("v2/plain/app/\(path)", use: plain)
             router.head("v2/slow/app/\(path)", use: slow)
             router.get("v2/slow/app/\(path)", use: slow)
+            router.head("v2/silent/app/\(path)", use: silent)
+            router.get("v2/silent/app/\(path)", use: silent)
             router.get("v2/broken/app/\(path)", use: broken)
             router.get("v2/endless/app/\(path)", use: endless)
         }
