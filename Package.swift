@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "OCIConnectors", targets: ["OCIConnectors"]),
         .library(name: "OCIAuth", targets: ["OCIAuth"]),
         .library(name: "OCIProxyToken", targets: ["OCIProxyToken"]),
+        .library(name: "OCIWorkloadIdentity", targets: ["OCIWorkloadIdentity"]),
         .library(name: "OCIClientConfig", targets: ["OCIClientConfig"]),
         .library(name: "OCIBlobForwarder", targets: ["OCIBlobForwarder"]),
         .library(name: "OCIConnectorProxy", targets: ["OCIConnectorProxy"]),
@@ -42,6 +43,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
         // Image references, digests, connector addresses and request routing. No dependencies,
@@ -74,7 +76,14 @@ let package = Package(
         // Proxy tokens: Ed25519-signed JWTs scoped to connectors, actions and repositories.
         .target(
             name: "OCIProxyToken",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["OCIReference", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings
+        ),
+        // Kubernetes service account tokens, verified offline against the clusters' keys
+        // (jwt-kit for the signatures).
+        .target(
+            name: "OCIWorkloadIdentity",
+            dependencies: [.product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: strictSettings
         ),
         // Renders what a workload mounts: docker, BuildKit, containers, containerd, Kubernetes.
@@ -99,7 +108,7 @@ let package = Package(
         .target(
             name: "OCIConnectorProxy",
             dependencies: [
-                "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken", "OCIBlobForwarder",
+                "OCIReference", "OCIConnectors", "OCIAuth", "OCIProxyToken", "OCIWorkloadIdentity", "OCIBlobForwarder",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -115,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "oci-connector-proxy",
             dependencies: [
-                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference",
+                "OCIConnectorProxy", "OCIConnectors", "OCIProxyToken", "OCIReference", "OCIWorkloadIdentity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -154,6 +163,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            swiftSettings: testSettings
+        ),
+        .testTarget(
+            name: "OCIWorkloadIdentityTests",
+            dependencies: ["OCIWorkloadIdentity", "OCITestSupport"],
             swiftSettings: testSettings
         ),
         .testTarget(

@@ -12,7 +12,8 @@ import OCIProxyToken
 /// Counted as `oci_connector_reloads_total{result}` (`ok`, `error`).
 struct ConfigurationReloader: Sendable {
     let connectorPaths: [String]
-    let tokenKeys: String
+    /// `nil` when the proxy takes service account tokens only.
+    let tokenKeys: String?
     let proxy: ConnectorProxy
     let logger: Logger
     var interval: Duration = .seconds(2)
@@ -50,7 +51,7 @@ struct ConfigurationReloader: Sendable {
     func reload(reason: String) async {
         do {
             let catalog = try ConnectorCatalog.load(from: connectorPaths)
-            let verifier = try ProxyTokenVerifier.load(from: tokenKeys)
+            let verifier = try tokenKeys.map(ProxyTokenVerifier.load(from:)) ?? ProxyTokenVerifier(keys: [])
             let summary = try await proxy.reload(catalog: catalog, verifier: verifier)
             Counter(label: "oci_connector_reloads_total", dimensions: [("result", "ok")]).increment()
             logger.notice(
@@ -73,7 +74,7 @@ struct ConfigurationReloader: Sendable {
     /// tells its versions apart.
     func fingerprint() -> [String: String] {
         var files: [String: String] = [:]
-        for path in connectorPaths + [tokenKeys] {
+        for path in connectorPaths + (tokenKeys.map { [$0] } ?? []) {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
                 files[path] = "missing"

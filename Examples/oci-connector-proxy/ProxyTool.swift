@@ -8,6 +8,7 @@ import OCIConnectorProxy
 import OCIConnectors
 import OCIProxyToken
 import OCIReference
+import OCIWorkloadIdentity
 import Prometheus
 
 /// `oci-connector-proxy`: serves the distribution API for every connector, injecting the
@@ -43,8 +44,40 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: "PEM private key of --tls-cert. (OCI_CONNECTOR_TLS_KEY)")
     var tlsKeyOption: String?
 
-    @Option(help: "Verification key(s) for proxy tokens: a JWK file or a directory of them. (OCI_CONNECTOR_TOKEN_KEYS)")
+    @Option(
+        help:
+            "Verification key(s) for proxy tokens: a JWK file or a directory of them; optional with --service-account-issuer or --service-account-jwks. (OCI_CONNECTOR_TOKEN_KEYS)"
+    )
     var tokenKeys: String?
+
+    @Option(
+        name: .customLong("service-account-issuer"),
+        help: ArgumentHelp(
+            "Accept Kubernetes service account tokens of this issuer (the tokens' iss), its keys found by OIDC discovery; repeatable. (OCI_CONNECTOR_SERVICE_ACCOUNT_ISSUERS, ','-separated)",
+            valueName: "url"))
+    var serviceAccountIssuers: [String] =
+        environment["OCI_CONNECTOR_SERVICE_ACCOUNT_ISSUERS"].map { $0.split(separator: ",").map(String.init) } ?? []
+
+    @Option(
+        name: .customLong("service-account-jwks"),
+        help: ArgumentHelp(
+            "Accept service account tokens of ISSUER, checked with the JWKS in FILE or at URL (for clusters whose discovery is not reachable); repeatable. (OCI_CONNECTOR_SERVICE_ACCOUNT_JWKS, ','-separated)",
+            valueName: "issuer=file|url"))
+    var serviceAccountJWKS: [String] =
+        environment["OCI_CONNECTOR_SERVICE_ACCOUNT_JWKS"].map { $0.split(separator: ",").map(String.init) } ?? []
+
+    @Option(
+        name: .customLong("service-account-audience"),
+        help: "The audience service account tokens must be for. (OCI_CONNECTOR_SERVICE_ACCOUNT_AUDIENCE)")
+    var serviceAccountAudience: String =
+        environment["OCI_CONNECTOR_SERVICE_ACCOUNT_AUDIENCE"] ?? ServiceAccountTokenVerifier.Configuration.defaultAudience
+
+    @Option(
+        name: .customLong("service-account-ca"),
+        help: ArgumentHelp(
+            "PEM CA to trust for issuers' discovery and keys, besides the system's; default: the pod's cluster CA, when mounted. (OCI_CONNECTOR_SERVICE_ACCOUNT_CA)",
+            valueName: "file"))
+    var serviceAccountCAOption: String?
 
     @Option(
         help: "Serve the host form too: a pattern such as 'c-{name}.{namespace}.svc.cluster.local'. (OCI_CONNECTOR_HOST_PATTERN)")
@@ -81,6 +114,34 @@ struct ProxyTool: AsyncParsableCommand {
 
     /// `--tls-cert`, or its environment variable.
     var tlsCert: String? { tlsCertOption ?? Self.environment["OCI_CONNECTOR_TLS_CERT"] }
+
+    /// `--service-account-ca`, its environment variable, or the pod's cluster CA when mounted.
+    var serviceAccountCA: String? {
+        serviceAccountCAOption ?? Self.environment["OCI_CONNECTOR_SERVICE_ACCOUNT_CA"]
+            ?? (FileManager.default.fileExists(atPath: ServiceAccountKeyFetcher.inClusterCAFile)
+                ? ServiceAccountKeyFetcher.inClusterCAFile : nil)
+    }
+
+    /// The issuers of `--service-account-issuer` (keys by discovery) and `--service-account-jwks`
+    /// (keys given), the latter winning for an issuer named by both.
+    func serviceAccountIssuerList() throws -> [ServiceAccountIssuer] {
+        var issuers: [String: ServiceAccountIssuer] = [:]
+        for url in serviceAccountIssuers {
+            guard url.hasPrefix("https://") || url.hasPrefix("http://") else {
+                throw ValidationError("--service-account-issuer must be an http(s) URL, not '\(url)'")
+            }
+            issuers[url] = ServiceAccountIssuer(url: url)
+        }
+        for argument in serviceAccountJWKS {
+            do {
+                let issuer = try ServiceAccountIssuer(jwksArgument: argument)
+                issuers[issuer.url] = issuer
+            } catch {
+                throw ValidationError("--service-account-jwks: \(error)")
+            }
+        }
+        return issuers.keys.sorted().compactMap { issuers[$0] }
+    }
 
     /// `--tls-key`, or its environment variable.
     var tlsKey: String? { tlsKeyOption ?? Self.environment["OCI_CONNECTOR_TLS_KEY"] }
@@ -123,8 +184,10 @@ struct ProxyTool: AsyncParsableCommand {
             NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         }
         guard !connectorPaths.isEmpty else { throw ValidationError("--connectors is required") }
-        guard let tokenKeys = tokenKeys ?? Self.environment["OCI_CONNECTOR_TOKEN_KEYS"] else {
-            throw ValidationError("--token-keys is required")
+        let tokenKeys = tokenKeys ?? Self.environment["OCI_CONNECTOR_TOKEN_KEYS"]
+        let issuers = try serviceAccountIssuerList()
+        guard tokenKeys != nil || !issuers.isEmpty else {
+            throw ValidationError("--token-keys is required, unless --service-account-issuer or --service-account-jwks is given")
         }
         let hostPattern = hostPattern ?? Self.environment["OCI_CONNECTOR_HOST_PATTERN"]
         let address = try ListenAddress(listen)
@@ -147,7 +210,7 @@ struct ProxyTool: AsyncParsableCommand {
         let pattern: ConnectorHostPattern?
         do {
             catalog = try ConnectorCatalog.load(from: connectorPaths)
-            verifier = try ProxyTokenVerifier.load(from: tokenKeys)
+            verifier = try tokenKeys.map(ProxyTokenVerifier.load(from:)) ?? ProxyTokenVerifier(keys: [])
             pattern = try hostPattern.map(ConnectorHostPattern.init)
         } catch let error as ConnectorConfigError {
             throw ValidationError("\(error)")
@@ -174,9 +237,30 @@ struct ProxyTool: AsyncParsableCommand {
                 throw ExitCode.failure
             }
         }
-        let proxy = try ConnectorProxy(
-            catalog: catalog, verifier: verifier, configuration: .init(hostPattern: pattern, connections: connectionLimits),
-            logger: logger)
+        var configuration = ConnectorProxy.Configuration(hostPattern: pattern, connections: connectionLimits)
+        var keyFetcher: ServiceAccountKeyFetcher?
+        if !issuers.isEmpty {
+            let fetcher: ServiceAccountKeyFetcher
+            do {
+                fetcher = try ServiceAccountKeyFetcher(
+                    caFile: serviceAccountCA,
+                    tokenFile: FileManager.default.fileExists(atPath: ServiceAccountKeyFetcher.inClusterTokenFile)
+                        ? ServiceAccountKeyFetcher.inClusterTokenFile : nil)
+            } catch {
+                throw ValidationError("--service-account-ca \(serviceAccountCA ?? ""): \(error)")
+            }
+            keyFetcher = fetcher
+            configuration.serviceAccounts = ServiceAccountTokenVerifier(
+                issuers: issuers, configuration: .init(audience: serviceAccountAudience),
+                fetch: { try await fetcher.fetch($0) })
+            logger.notice(
+                "service account tokens accepted",
+                metadata: [
+                    "issuers": "\(issuers.map(\.url).joined(separator: ","))", "audience": "\(serviceAccountAudience)",
+                    "bindings": "\(catalog.bindings.count)",
+                ])
+        }
+        let proxy = try ConnectorProxy(catalog: catalog, verifier: verifier, configuration: configuration, logger: logger)
         let connectors = catalog.connectors.keys.sorted().map(\.description).joined(separator: ", ")
         let server: ProxyServer
         do {
@@ -251,6 +335,7 @@ struct ProxyTool: AsyncParsableCommand {
         await admin?.close()
         guard finished else { return }  // Exiting closes what is left, without waiting for it.
         await proxy.shutdown()
+        await keyFetcher?.shutdown()
     }
 }
 

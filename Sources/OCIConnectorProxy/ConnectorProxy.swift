@@ -10,10 +10,12 @@ import OCIBlobForwarder
 public import OCIConnectors
 public import OCIProxyToken
 public import OCIReference
+public import OCIWorkloadIdentity
 import Synchronization
 
 /// The credential-injecting registry proxy: serves the distribution API for every connector,
-/// authenticates workloads with proxy tokens, and forwards each request to the connector's
+/// authenticates workloads with proxy tokens or Kubernetes service account tokens (granted by
+/// `ConnectorBinding`s), and forwards each request to the connector's
 /// upstream with the connector's credentials, streaming bodies both ways.
 ///
 /// Serve it with ``ProxyServer``, or add its handlers to a channel of your own with
@@ -30,6 +32,9 @@ public final class ConnectorProxy: Sendable {
         public var tokenCache: TokenCache.Configuration
         /// What client connections may hold before they send a request, and how many are open.
         public var connections: ConnectionLimits
+        /// Kubernetes service account tokens to accept besides proxy tokens (`nil`: none); what
+        /// each service account may do is what the catalog's `ConnectorBinding`s grant it.
+        public var serviceAccounts: ServiceAccountTokenVerifier? = nil
 
         /// Creates settings.
         public init(
@@ -148,7 +153,9 @@ public final class ConnectorProxy: Sendable {
         self.shared = Mutex(shared)
         self.current = Mutex(
             Snapshot(
-                upstreams: upstreams, authenticator: ClientAuthenticator(verifier: verifier),
+                upstreams: upstreams,
+                authenticator: ClientAuthenticator(
+                    verifier: verifier, serviceAccounts: configuration.serviceAccounts, catalog: catalog),
                 metrics: ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description)))))
         self.configuration = configuration
         self.connections = ConnectionCounter(maximum: configuration.connections.maxConnections)
@@ -192,7 +199,9 @@ public final class ConnectorProxy: Sendable {
         summary.changed.sort()
         current.withLock { current in
             current = Snapshot(
-                upstreams: upstreams, authenticator: ClientAuthenticator(verifier: verifier),
+                upstreams: upstreams,
+                authenticator: ClientAuthenticator(
+                    verifier: verifier, serviceAccounts: configuration.serviceAccounts, catalog: catalog),
                 metrics: ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description))))
         }
         for id in summary.changed + summary.removed { await tokens.removeAll(connector: id) }

@@ -5,8 +5,8 @@ import Yams
 /// The connectors an installation knows, loaded from Kubernetes-style YAML.
 ///
 /// The files hold `Connector` and `Secret` documents exactly as users of the Kubernetes
-/// Connectors product write them (several per file separated by `---`, or a `kind: List`).
-/// Unknown fields are ignored.
+/// Connectors product write them (several per file separated by `---`, or a `kind: List`), and
+/// ``ConnectorBinding`` documents. Unknown fields are ignored.
 ///
 /// ```yaml
 /// apiVersion: connectors.alauda.io/v1alpha1
@@ -27,10 +27,23 @@ import Yams
 public struct ConnectorCatalog: Sendable {
     /// The connectors by identifier.
     public let connectors: [ConnectorID: Connector]
+    /// Who may use them with a Kubernetes identity (`ConnectorBinding` documents).
+    public let bindings: [ConnectorBinding]
 
     /// Creates a catalog from connectors.
     public init(_ connectors: [Connector]) {
+        self.init(connectors, bindings: [])
+    }
+
+    /// Creates a catalog from connectors and the bindings that grant their use.
+    public init(_ connectors: [Connector], bindings: [ConnectorBinding]) {
         self.connectors = Dictionary(connectors.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        self.bindings = bindings
+    }
+
+    /// The bindings that name the user `username` or one of its `groups`.
+    public func bindings(forUser username: String, groups: [String]) -> [ConnectorBinding] {
+        bindings.filter { $0.applies(toUser: username, groups: groups) }
     }
 
     /// The connector with this identifier.
@@ -87,6 +100,7 @@ public struct ConnectorCatalog: Sendable {
     private static func build(from documents: [SourceDocument]) throws(ConnectorConfigError) -> ConnectorCatalog {
         var secrets: [ObjectKey: SecretDocument] = [:]
         var connectorDocuments: [SourceDocument] = []
+        var bindings: [ObjectKey: ConnectorBinding] = [:]
         for document in documents {
             switch document.kind {
             case "Secret":
@@ -94,6 +108,17 @@ public struct ConnectorCatalog: Sendable {
                 secrets[secret.key] = secret
             case "Connector":
                 connectorDocuments.append(document)
+            case "ConnectorBinding":
+                // Another project's kind of the same name is not ours to read.
+                if let version = document.string("apiVersion"), version != ConnectorBinding.apiVersion { continue }
+                let binding = try ConnectorBindingDocument.read(document)
+                let key = ObjectKey(namespace: binding.namespace, name: binding.name)
+                if let existing = bindings[key] {
+                    throw document.error(
+                        field: "metadata.name",
+                        "binding \(binding.namespace)/\(binding.name) is defined twice (first in \(existing.origin))")
+                }
+                bindings[key] = binding
             default:
                 continue  // Other objects may share the files; they are not ours to read.
             }
@@ -108,7 +133,8 @@ public struct ConnectorCatalog: Sendable {
             }
             connectors[connector.id] = connector
         }
-        return ConnectorCatalog(Array(connectors.values))
+        let ordered = bindings.keys.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) }.compactMap { bindings[$0] }
+        return ConnectorCatalog(Array(connectors.values), bindings: ordered)
     }
 }
 

@@ -1,5 +1,6 @@
 import Crypto
 public import Foundation
+import OCIReference
 
 /// What a proxy token allows: which connectors, which actions, optionally which repositories, and
 /// until when.
@@ -88,29 +89,6 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
         guard connectors.contains(connector), actions.contains(action) else { return false }
         guard let repository, let repositories else { return true }
         return repositories.contains { RepositoryPattern.matches($0, repository) }
-    }
-}
-
-/// Glob matching for repository names: `*` stays within one path element, `**` crosses them.
-enum RepositoryPattern {
-    static func matches(_ pattern: String, _ name: String) -> Bool {
-        matches(Array(pattern.utf8)[...], Array(name.utf8)[...])
-    }
-
-    private static func matches(_ pattern: ArraySlice<UInt8>, _ name: ArraySlice<UInt8>) -> Bool {
-        guard let first = pattern.first else { return name.isEmpty }
-        if first == UInt8(ascii: "*") {
-            let crossesSlash = pattern.dropFirst().first == UInt8(ascii: "*")
-            let rest = pattern.dropFirst(crossesSlash ? 2 : 1)
-            var index = name.startIndex
-            while true {
-                if matches(rest, name[index...]) { return true }
-                guard index < name.endIndex, crossesSlash || name[index] != UInt8(ascii: "/") else { return false }
-                index += 1
-            }
-        }
-        guard let head = name.first, head == first else { return false }
-        return matches(pattern.dropFirst(), name.dropFirst())
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import OCIProxyToken
+import OCIReference
 import Testing
 
 @testable import OCIConnectorProxy
@@ -13,7 +14,7 @@ struct ClientAuthenticatorTests {
         "Basic " + Data("ci:\(token)".utf8).base64EncodedString()
     }
 
-    func expectRefusal(_ reason: String, _ body: () throws(RegistryErrorResponse) -> ProxyTokenClaims) {
+    func expectRefusal(_ reason: String, _ body: () throws(RegistryErrorResponse) -> ClientGrant) {
         do {
             _ = try body()
             Issue.record("accepted, expected: \(reason)")
@@ -71,7 +72,7 @@ struct ClientAuthenticatorTests {
         let token = signer.sign(ProxyTokenClaims(subject: "ci", connectors: ["a/b"], actions: ["pull"], lifetime: 60))
         var last: ClientAuthenticator.LastVerified?
         let first = try authenticator.claims(authorization: basic(token), last: &last)
-        #expect(last?.claims == first)
+        #expect(last?.grant == first)
         #expect(try authenticator.claims(authorization: basic(token), last: &last) == first)
         expectRefusal("expired") { () throws(RegistryErrorResponse) in
             try authenticator.claims(authorization: basic(token), last: &last, now: Date(timeIntervalSinceNow: 120))
@@ -88,7 +89,9 @@ struct ClientAuthenticatorTests {
         }
         #expect(last?.header == basic(token))
         let other = signer.sign(ProxyTokenClaims(subject: "ci", connectors: ["c/d"], actions: ["push"], lifetime: 60))
-        #expect(try authenticator.claims(authorization: "Bearer \(other)", last: &last).connectors == ["c/d"])
+        let grant = try authenticator.claims(authorization: "Bearer \(other)", last: &last)
+        #expect(grant.allows(connector: try ConnectorID(parsing: "c/d"), action: "push", repository: nil))
+        #expect(!grant.allows(connector: try ConnectorID(parsing: "a/b"), action: "pull", repository: nil))
         #expect(last?.header == "Bearer \(other)")
     }
 }

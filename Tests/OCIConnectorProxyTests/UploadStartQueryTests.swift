@@ -48,8 +48,10 @@ struct UploadStartQueryTests {
     static let prefix = "namespaces/team-a/connectors/up"
     static let connector = try! ConnectorID(namespace: "team-a", name: "up")
 
-    static func claims(_ repositories: [String]?, actions: [String] = ["pull", "push"]) -> ProxyTokenClaims {
-        ProxyTokenClaims(subject: "ci", connectors: ["team-a/up"], actions: actions, repositories: repositories, lifetime: 600)
+    static func claims(_ repositories: [String]?, actions: [String] = ["pull", "push"]) -> ClientGrant {
+        ClientGrant(
+            claims: ProxyTokenClaims(
+                subject: "ci", connectors: ["team-a/up"], actions: actions, repositories: repositories, lifetime: 600))
     }
 
     @Test(

@@ -5,7 +5,9 @@ import Synchronization
 /// One log line per request, written when the response body is done.
 ///
 /// Its fields are metadata of the `request` event, numbers as numbers: `request_id`, `client`
-/// (the peer's address), `identity` (the proxy token's subject, never the token), `method`,
+/// (the peer's address), `identity` (the proxy token's subject or the service account,
+/// `system:serviceaccount:NS:NAME`, never the token), `pod` (a bound service account token's),
+/// `method`,
 /// `action` (`pull`, `push`, `delete`, `catalog`), `connector`, `repository`, `endpoint`,
 /// `reference` (tag or digest), `status`, `bytes_in`, `bytes_out`, `upstream_ms` (waiting for
 /// the upstream's answers' heads), `duration_ms`, and `detail` when there is one.
@@ -24,6 +26,8 @@ final class RequestLog: Sendable {
     struct Fields {
         var connector: String?
         var identity: String?
+        /// The pod a service account token is bound to.
+        var pod: String?
         var action: String?
         var repository: String?
         var endpoint: String?
@@ -75,6 +79,7 @@ final class RequestLog: Sendable {
         ]
         if let client { metadata["client"] = "\(client)" }
         if let identity = snapshot.identity { metadata["identity"] = "\(identity)" }
+        if let pod = snapshot.pod { metadata["pod"] = "\(pod)" }
         if let action = snapshot.action { metadata["action"] = "\(action)" }
         if let reference = snapshot.reference { metadata["reference"] = "\(reference)" }
         if let detail { metadata["detail"] = "\(detail)" }

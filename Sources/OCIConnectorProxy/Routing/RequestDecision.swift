@@ -15,8 +15,10 @@ enum RequestDecision {
     case read(UpstreamPlan)
     /// Anything else that goes upstream (uploads, deletes, the catalog), streamed both ways.
     case forward(UpstreamPlan)
-    /// `GET _catalog` for a token limited to some repositories: the proxy filters it.
-    case filteredCatalog(UpstreamPlan, ProxyTokenClaims)
+    /// `GET _catalog` for a client limited to some repositories: the proxy filters it.
+    case filteredCatalog(UpstreamPlan, ClientGrant)
+    /// A service account token to verify before the request is decided again, with the same log.
+    case verifyFirst(ClientAuthenticator.PendingVerification, RequestLog)
 }
 
 /// A whole answer of the proxy's own.
@@ -105,12 +107,13 @@ extension ConnectorProxy {
     /// Decides what to do with the request `head`, once: routes it, checks its proxy token
     /// (`lastVerified` is the connection's last verified token, compared before anything is
     /// looked up) and plans what goes upstream.
+    /// `log` is the request's log when it is decided again, after its token was verified.
     func decide(
         _ head: HTTPRequestHead, client: String? = nil, secure: Bool = false,
-        lastVerified: inout ClientAuthenticator.LastVerified?
+        lastVerified: inout ClientAuthenticator.LastVerified?, log: RequestLog? = nil
     ) -> RequestDecision {
         let snapshot = snapshot
-        let log = RequestLog(logger: logger, method: head.method.rawValue, client: client, metrics: snapshot.metrics)
+        let log = log ?? RequestLog(logger: logger, method: head.method.rawValue, client: client, metrics: snapshot.metrics)
         do {
             return try decision(head, log: log, snapshot: snapshot, secure: secure, lastVerified: &lastVerified)
         } catch {
@@ -150,16 +153,22 @@ extension ConnectorProxy {
         }
 
         // Who asks: checked before anything goes upstream.
-        let claims = try authenticator.claims(authorization: head.headers.first(name: "Authorization"), last: &lastVerified)
-        log.update { $0.identity = claims.subject }
+        let claims: ClientGrant
+        switch try authenticator.authenticate(authorization: head.headers.first(name: "Authorization"), last: &lastVerified) {
+        case .granted(let grant): claims = grant
+        case .verifyFirst(let pending): return .verifyFirst(pending, log)
+        }
+        log.update { fields in
+            fields.identity = claims.identity
+            fields.pod = claims.pod
+        }
         guard let connector = destination.connector else {
             return .answer(.versionCheck(log: log))  // `/v2/`: any valid token may log in.
         }
-        guard claims.allows(connector: connector.description, action: action, repository: repository) else {
+        guard claims.allows(connector: connector, action: action, repository: repository) else {
             authenticator.count(.denied)
             throw RegistryErrorResponse(
-                .forbidden, "DENIED",
-                "the token does not allow \(action) on \(repository ?? "this connector") through \(connector)")
+                .forbidden, "DENIED", claims.denial(connector: connector, action: action, repository: repository))
         }
         guard let upstream = snapshot.upstreams[connector] else {
             throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connector) is configured")
@@ -184,7 +193,9 @@ extension ConnectorProxy {
             expectsContinue: expectsContinue, origin: (secure ? "https://" : "http://") + host,
             prefix: destination.inPath ? upstream.pathPrefix : "",
             query: query.map(String.init), log: log)
-        if route == .catalog, head.method == .GET, claims.repositories != nil { return .filteredCatalog(plan, claims) }
+        if route == .catalog, head.method == .GET, claims.limitsRepositories(of: connector) {
+            return .filteredCatalog(plan, claims)
+        }
         return Self.isRead(head.method, route) ? .read(plan) : .forward(plan)
     }
 
@@ -242,7 +253,7 @@ extension ConnectorProxy {
     /// must be a repository of the same connector (named with its prefix in the path form) that
     /// the token may pull, as the registry itself requires pull access to it.
     static func uploadStart(
-        query raw: String?, contentType: String?, prefix: String, connector: ConnectorID, claims: ProxyTokenClaims
+        query raw: String?, contentType: String?, prefix: String, connector: ConnectorID, claims: ClientGrant
     ) throws(RegistryErrorResponse) -> (query: String?, mountFrom: String?) {
         // Registries read the fields of a form body as if they were in the query.
         if let type = contentType?.lowercased(),
@@ -266,7 +277,7 @@ extension ConnectorProxy {
             throw RegistryErrorResponse(
                 .badRequest, "NAME_INVALID", "the repository to mount from is not a valid repository name")
         }
-        guard claims.allows(connector: connector.description, action: "pull", repository: source) else {
+        guard claims.allows(connector: connector, action: "pull", repository: source) else {
             throw RegistryErrorResponse(
                 .forbidden, "DENIED",
                 "the token does not allow pull on \(source), the repository to mount from, through \(connector)")

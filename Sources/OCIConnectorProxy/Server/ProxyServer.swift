@@ -28,8 +28,16 @@ extension ConnectorProxy: ExchangeStarter {
     }
 
     func startExchange(for head: HTTPRequestHead, on connection: ClientConnectionHandler) -> (any ClientExchange)? {
+        startExchange(for: head, on: connection, log: nil)
+    }
+
+    /// Decides `head` and starts what answers it; `log` is its log when it is decided again.
+    func startExchange(for head: HTTPRequestHead, on connection: ClientConnectionHandler, log: RequestLog?)
+        -> (any ClientExchange)?
+    {
         switch decide(
-            head, client: connection.clientAddress, secure: connection.isSecure, lastVerified: &connection.lastVerified)
+            head, client: connection.clientAddress, secure: connection.isSecure, lastVerified: &connection.lastVerified,
+            log: log)
         {
         case .answer(let answer):
             connection.writeAnswer(answer, method: head.method)
@@ -45,6 +53,10 @@ extension ConnectorProxy: ExchangeStarter {
         case .filteredCatalog(let plan, let claims):
             let exchange = ForwardExchange(plan: plan, connection: connection)
             exchange.start { [self] plan, _ in try await filteredCatalog(plan, claims: claims) }
+            return exchange
+        case .verifyFirst(let pending, let log):
+            let exchange = VerifyingExchange(head: head, log: log, connection: connection, starter: self)
+            exchange.start(pending)
             return exchange
         }
     }

@@ -70,7 +70,7 @@ enum CatalogFilter {
 
 extension ConnectorProxy {
     /// Answers `GET _catalog` for a token limited to some repositories (``CatalogFilter``).
-    func filteredCatalog(_ plan: UpstreamPlan, claims: ProxyTokenClaims) async throws(RegistryErrorResponse) -> ForwardedAnswer {
+    func filteredCatalog(_ plan: UpstreamPlan, claims: ClientGrant) async throws(RegistryErrorResponse) -> ForwardedAnswer {
         let upstream = plan.upstream
         let (wanted, start) = try CatalogFilter.pagination(plan.query)
         var names: [String] = []
@@ -84,7 +84,8 @@ extension ConnectorProxy {
                     "its catalog is longer than \(CatalogFilter.upstreamPageLimit) pages of \(CatalogFilter.pageSize)")
             }
             let (page, hasNext) = try await catalogPage(after: cursor, upstream: upstream, scopes: plan.scopes)
-            for repository in page where claims.allows(connector: upstream.name, action: "pull", repository: repository) {
+            for repository in page
+            where claims.allows(connector: upstream.client.connector.id, action: "pull", repository: repository) {
                 guard names.count < wanted else {
                     more = true
                     break walk

@@ -1,0 +1,135 @@
+import Foundation
+import OCITestSupport
+import Testing
+
+/// Workloads that prove who they are with their Kubernetes service account token, and get what
+/// the `ConnectorBinding`s naming them grant: no proxy token, no minting key near them.
+@Suite("Service account tokens at the proxy", .serialized)
+struct WorkloadIdentityTests {
+    /// `builder` may pull and push `sa/*` through `team-a/up`; every service account may pull
+    /// through `team-a/up`; `reader` of team-b may pull only; nobody is bound to `team-a/other`.
+    static let bindings = """
+        ---
+        apiVersion: oci-connector.dev/v1alpha1
+        kind: ConnectorBinding
+        metadata: {name: ci-push, namespace: team-a}
+        spec:
+          connectors: [up]
+          subjects: [{kind: ServiceAccount, name: builder}]
+          actions: [pull, push, delete]
+          repositories: ["sa/*"]
+        ---
+        apiVersion: oci-connector.dev/v1alpha1
+        kind: ConnectorBinding
+        metadata: {name: team-b-reads, namespace: team-a}
+        spec:
+          connectors: [up]
+          subjects: [{kind: ServiceAccount, name: reader, namespace: team-b}]
+          actions: [pull]
+        """
+
+    static func start() async throws -> (ProxyProcess, TestRegistry, TokenIssuer, KubernetesTokenIssuer) {
+        let (registry, issuer) = try await TokenAuthRegistry.start()
+        let cluster = try await KubernetesTokenIssuer.start()
+        let yaml =
+            ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
+            + "---\n"
+            + ConnectorYAML.connector(name: "other", address: registry.url, username: "robot$ci", password: "s3cret-robot")
+            + bindings
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: yaml, extraArguments: ["--service-account-issuer", cluster.url])
+        return (proxy, registry, issuer, cluster)
+    }
+
+    @Test func skopeoPushesAndPullsWithNothingButAServiceAccountToken() async throws {
+        let (proxy, registry, issuer, cluster) = try await Self.start()
+        defer { proxy.stop(); registry.stop(); issuer.stop(); cluster.stop() }
+        _ = try ProxyEndToEndTests.seed(registry, .token, issuer, repository: "sa/src", layerSize: 300_000)
+        let token = cluster.token(namespace: "team-a", serviceAccount: "builder")
+        let prefix = "\(proxy.host)/namespaces/team-a/connectors/up"
+        try ProxyEndToEndTests.skopeo([
+            "copy", "--src-creds", "builder:\(token)", "--dest-creds", "builder:\(token)", "--src-tls-verify=false",
+            "--dest-tls-verify=false", "docker://\(prefix)/sa/src:v1", "docker://\(prefix)/sa/dst:v2",
+        ])
+        let inspected = try ProxyEndToEndTests.skopeo([
+            "inspect", "--tls-verify=false", "--creds", "x:\(token)", "docker://\(prefix)/sa/dst:v2",
+        ])
+        #expect(inspected.contains("\"Name\": \"\(prefix)/sa/dst\""))
+        // Every service account of another namespace bound to pull reads, as a Bearer token too.
+        let reader = cluster.token(namespace: "team-b", serviceAccount: "reader", alg: "ES256")
+        let read = try Curl.request(
+            "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/sa/dst/manifests/v2",
+            headers: ["Authorization": "Bearer \(reader)", "Accept": "application/vnd.oci.image.manifest.v1+json"])
+        #expect(read.status == 200, "\(read.text)")
+
+        // A pull of many requests cost one look at the cluster's keys; each line names the
+        // service account and its pod, never the token.
+        #expect(cluster.keySetRequests == 1)
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        #expect(log.contains("identity=system:serviceaccount:team-a:builder"))
+        #expect(log.contains("pod=build-x7k2"))
+        #expect(log.contains("identity=system:serviceaccount:team-b:reader"))
+        for secret in [token, reader, "s3cret-robot"] { #expect(!log.contains(secret)) }
+    }
+
+    /// Each refusal is answered by the proxy before anything reaches the registry or its token server.
+    @Test func refusalsComeBeforeAnyUpstreamCall() async throws {
+        let (proxy, registry, issuer, cluster) = try await Self.start()
+        defer { proxy.stop(); registry.stop(); issuer.stop(); cluster.stop() }
+        let stranger = try await KubernetesTokenIssuer.start()
+        defer { stranger.stop() }
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors"
+        let manifest = "\(base)/up/sa/app/manifests/v1"
+        let now = Date()
+        let builder = cluster.token(namespace: "team-a", serviceAccount: "builder")
+        let cases: [(String, String, String, String, Int, String)] = [
+            // (what, method, url, token, status, message)
+            (
+                "wrong audience", "GET", manifest,
+                cluster.token(namespace: "team-a", serviceAccount: "builder", audiences: ["vault"]),
+                401, "audience"
+            ),
+            (
+                "expired", "GET", manifest,
+                cluster.token(namespace: "team-a", serviceAccount: "builder", lifetime: 600, issuedAt: now - 3600), 401, "expired"
+            ),
+            (
+                "not yet valid", "GET", manifest,
+                cluster.token(namespace: "team-a", serviceAccount: "builder", issuedAt: now + 3600), 401, "not valid yet"
+            ),
+            (
+                "unknown key", "GET", manifest,
+                cluster.sign(claims: ["iss": cluster.url], alg: "RS256", header: ["kid": "made-up"]), 401, "not one of"
+            ),
+            ("alg none", "GET", manifest, cluster.sign(claims: ["iss": cluster.url], alg: "none"), 401, "not accepted"),
+            (
+                "HS256 keyed with the public key", "GET", manifest, cluster.sign(claims: ["iss": cluster.url], alg: "HS256"), 401,
+                "not accepted"
+            ),
+            (
+                "unknown issuer", "GET", manifest, stranger.token(namespace: "team-a", serviceAccount: "builder"), 401,
+                "not trusted"
+            ),
+            (
+                "no binding", "GET", manifest, cluster.token(namespace: "team-a", serviceAccount: "nobody"), 403,
+                "no ConnectorBinding in namespace team-a grants system:serviceaccount:team-a:nobody"
+            ),
+            ("another connector", "GET", "\(base)/other/sa/app/manifests/v1", builder, 403, "ConnectorBinding"),
+            (
+                "pull-only pushing", "POST", "\(base)/up/sa/app/blobs/uploads/",
+                cluster.token(namespace: "team-b", serviceAccount: "reader"), 403, "push on sa/app"
+            ),
+            ("outside the repositories", "POST", "\(base)/up/other/app/blobs/uploads/", builder, 403, "push on other/app"),
+        ]
+        let before = issuer.counts.total
+        for (what, method, url, token, status, message) in cases {
+            let response = try Curl.request(method, url, token: token)
+            #expect(response.status == status, "\(what): \(response.status) \(response.text)")
+            #expect(response.text.contains(message), "\(what): \(response.text)")
+            #expect(response.text.contains(#""errors":[{"code":"#), "\(what): \(response.text)")
+        }
+        #expect(issuer.counts.total == before, "a refused request reached the token server")
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        for (_, _, _, token, _, _) in cases { #expect(!log.contains(token)) }
+    }
+}
