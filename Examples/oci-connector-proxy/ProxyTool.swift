@@ -51,6 +51,19 @@ struct ProxyTool: AsyncParsableCommand {
     var tokenKeys: String?
 
     @Option(
+        name: .customLong("token-signing-key"),
+        help: ArgumentHelp(
+            "Serve the token endpoint (/token) with this signing key (a JWK from 'oci-connector-config keys generate'), and challenge clients with Bearer so they fetch and renew tokens by themselves. (OCI_CONNECTOR_TOKEN_SIGNING_KEY)",
+            valueName: "file"))
+    var tokenSigningKeyOption: String?
+
+    @Option(
+        help:
+            "Seconds the token endpoint's tokens last, never beyond the credentials they are issued for. (OCI_CONNECTOR_TOKEN_LIFETIME)"
+    )
+    var tokenLifetime: Int = environment["OCI_CONNECTOR_TOKEN_LIFETIME"].flatMap { Int($0) } ?? 600
+
+    @Option(
         name: .customLong("service-account-issuer"),
         help: ArgumentHelp(
             "Accept Kubernetes service account tokens of this issuer (the tokens' iss), its keys found by OIDC discovery; repeatable. (OCI_CONNECTOR_SERVICE_ACCOUNT_ISSUERS, ','-separated)",
@@ -186,8 +199,18 @@ struct ProxyTool: AsyncParsableCommand {
         guard !connectorPaths.isEmpty else { throw ValidationError("--connectors is required") }
         let tokenKeys = tokenKeys ?? Self.environment["OCI_CONNECTOR_TOKEN_KEYS"]
         let issuers = try serviceAccountIssuerList()
-        guard tokenKeys != nil || !issuers.isEmpty else {
-            throw ValidationError("--token-keys is required, unless --service-account-issuer or --service-account-jwks is given")
+        let signingKey = tokenSigningKeyOption ?? Self.environment["OCI_CONNECTOR_TOKEN_SIGNING_KEY"]
+        guard tokenKeys != nil || !issuers.isEmpty || signingKey != nil else {
+            throw ValidationError(
+                "--token-keys is required, unless --service-account-issuer, --service-account-jwks or --token-signing-key is given"
+            )
+        }
+        guard tokenLifetime >= 10 else { throw ValidationError("--token-lifetime must be at least 10 seconds") }
+        let signer: ProxyTokenSigner?
+        do {
+            signer = try signingKey.map { try ProxyTokenSigner(contentsOf: URL(fileURLWithPath: $0)) }
+        } catch {
+            throw ValidationError("--token-signing-key: \(error)")
         }
         let hostPattern = hostPattern ?? Self.environment["OCI_CONNECTOR_HOST_PATTERN"]
         let address = try ListenAddress(listen)
@@ -238,6 +261,8 @@ struct ProxyTool: AsyncParsableCommand {
             }
         }
         var configuration = ConnectorProxy.Configuration(hostPattern: pattern, connections: connectionLimits)
+        configuration.tokenSigner = signer
+        configuration.tokenLifetime = tokenLifetime
         var keyFetcher: ServiceAccountKeyFetcher?
         if !issuers.isEmpty {
             let fetcher: ServiceAccountKeyFetcher

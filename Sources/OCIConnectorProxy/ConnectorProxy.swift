@@ -35,6 +35,14 @@ public final class ConnectorProxy: Sendable {
         /// Kubernetes service account tokens to accept besides proxy tokens (`nil`: none); what
         /// each service account may do is what the catalog's `ConnectorBinding`s grant it.
         public var serviceAccounts: ServiceAccountTokenVerifier? = nil
+        /// Signs the tokens of the proxy's token endpoint (`/token`); `nil` serves no endpoint.
+        /// With it, the proxy's challenges are `Bearer realm="ORIGIN/token",…`, so clients fetch
+        /// and renew tokens by themselves. Replicas share it (through a Secret), and trust the
+        /// tokens it signs without it being among their verification keys.
+        public var tokenSigner: ProxyTokenSigner? = nil
+        /// How long the endpoint's tokens last, in seconds; never beyond the credentials they
+        /// were issued for.
+        public var tokenLifetime: Int = 600
 
         /// Creates settings.
         public init(
@@ -151,6 +159,7 @@ public final class ConnectorProxy: Sendable {
         }
         self.tokens = tokens
         self.shared = Mutex(shared)
+        let verifier = configuration.tokenSigner.map { verifier.trusting($0.verificationKey) } ?? verifier
         self.current = Mutex(
             Snapshot(
                 upstreams: upstreams,
@@ -185,6 +194,7 @@ public final class ConnectorProxy: Sendable {
         let upstreams = try shared.withLock { shared in
             try Self.upstreams(for: catalog, previous: previous, shared: &shared, tokens: tokens)
         }
+        let verifier = configuration.tokenSigner.map { verifier.trusting($0.verificationKey) } ?? verifier
         var summary = ReloadSummary()
         for (id, upstream) in previous {
             if let now = catalog.connectors[id] {

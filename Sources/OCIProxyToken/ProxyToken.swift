@@ -23,13 +23,34 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
     public var expiresAt: Int
     /// A unique identifier (`jti`).
     public var id: String
+    /// Exactly what the token allows, when the proxy's token endpoint minted it for a client's
+    /// scopes: each entry one repository of one connector and its actions. When present it
+    /// decides alone; ``connectors``, ``actions`` and ``repositories`` then summarise it.
+    public var access: [Access]?
+
+    /// One repository of one connector and the actions allowed on it.
+    public struct Access: Codable, Hashable, Sendable {
+        /// The connector, as `namespace/name`.
+        public var connector: String
+        /// The upstream repository.
+        public var repository: String
+        /// Some of `pull`, `push`, `delete`.
+        public var actions: [String]
+
+        /// Creates an entry.
+        public init(connector: String, repository: String, actions: [String]) {
+            self.connector = connector
+            self.repository = repository
+            self.actions = actions
+        }
+    }
 
     /// The audience every proxy token carries.
     public static let audience = "oci-connector-proxy"
 
     enum CodingKeys: String, CodingKey {
         case subject = "sub", connectors, actions, repositories, issuedAt = "iat", notBefore = "nbf", expiresAt = "exp"
-        case id = "jti", audience = "aud", issuer = "iss"
+        case id = "jti", audience = "aud", issuer = "iss", access
     }
 
     /// Throws unless `now` lies in the claims' validity period.
@@ -55,6 +76,14 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
         self.id = id
     }
 
+    /// Creates claims that allow exactly `access`, valid from `now` for `lifetime` seconds.
+    public init(subject: String, access: [Access], lifetime: Int, now: Date = Date(), id: String = UUID().uuidString) {
+        self.init(
+            subject: subject, connectors: Array(Set(access.map(\.connector))), actions: access.flatMap(\.actions),
+            repositories: Array(Set(access.map(\.repository))).sorted(), lifetime: lifetime, now: now, id: id)
+        self.access = access
+    }
+
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         guard try container.decode(String.self, forKey: .audience) == Self.audience else {
@@ -68,6 +97,7 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
         notBefore = try container.decode(Int.self, forKey: .notBefore)
         expiresAt = try container.decode(Int.self, forKey: .expiresAt)
         id = try container.decode(String.self, forKey: .id)
+        access = try container.decodeIfPresent([Access].self, forKey: .access)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -82,10 +112,17 @@ public struct ProxyTokenClaims: Codable, Hashable, Sendable {
         try container.encode(notBefore, forKey: .notBefore)
         try container.encode(expiresAt, forKey: .expiresAt)
         try container.encode(id, forKey: .id)
+        try container.encodeIfPresent(access, forKey: .access)
     }
 
     /// Whether these claims allow `action` on `repository` through `connector`.
     public func allows(connector: String, action: String, repository: String?) -> Bool {
+        if let access {
+            return access.contains { entry in
+                entry.connector == connector && entry.actions.contains(action)
+                    && (repository.map { $0 == entry.repository } ?? true)
+            }
+        }
         guard connectors.contains(connector), actions.contains(action) else { return false }
         guard let repository, let repositories else { return true }
         return repositories.contains { RepositoryPattern.matches($0, repository) }

@@ -78,6 +78,17 @@ public struct ProxyTokenVerifier: Sendable {
         self.keys = Dictionary(keys.map { ($0.keyID, $0.key) }, uniquingKeysWith: { first, _ in first })
     }
 
+    /// This verifier trusting `key` too.
+    public func trusting(_ key: ProxyTokenVerificationKey) -> ProxyTokenVerifier {
+        var keys = keys
+        keys[key.keyID] = key.key
+        return ProxyTokenVerifier(keys: keys)
+    }
+
+    private init(keys: [String: Curve25519.Signing.PublicKey]) {
+        self.keys = keys
+    }
+
     /// Loads every `.jwk`/`.json` key at `path` (a file or a directory).
     public static func load(from path: String) throws(ProxyTokenError) -> ProxyTokenVerifier {
         var isDirectory: ObjCBool = false

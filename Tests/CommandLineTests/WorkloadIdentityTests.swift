@@ -17,7 +17,7 @@ struct WorkloadIdentityTests {
           connectors: [up]
           subjects: [{kind: ServiceAccount, name: builder}]
           actions: [pull, push, delete]
-          repositories: ["sa/*"]
+          repositories: ["sa/*", "oras/*"]
         ---
         apiVersion: oci-connector.dev/v1alpha1
         kind: ConnectorBinding
@@ -28,16 +28,26 @@ struct WorkloadIdentityTests {
           actions: [pull]
         """
 
-    static func start() async throws -> (ProxyProcess, TestRegistry, TokenIssuer, KubernetesTokenIssuer) {
+    static func start(tokenEndpoint: Bool = false) async throws -> (
+        ProxyProcess, TestRegistry, TokenIssuer, KubernetesTokenIssuer
+    ) {
         let (registry, issuer) = try await TokenAuthRegistry.start()
         let cluster = try await KubernetesTokenIssuer.start()
+        var arguments = ["--service-account-issuer", cluster.url]
+        if tokenEndpoint {
+            // The key replicas would share through a Secret.
+            let keys = try Loopback.temporaryDirectory("endpoint-keys")
+            try runCommand(
+                Tool.binDirectory.appendingPathComponent("oci-connector-config").path, ["keys", "generate", "--out", keys.path])
+            arguments += ["--token-signing-key", keys.appendingPathComponent("signing-key.jwk").path]
+        }
         let yaml =
             ConnectorYAML.connector(name: "up", address: registry.url, username: "robot$ci", password: "s3cret-robot")
             + "---\n"
             + ConnectorYAML.connector(name: "other", address: registry.url, username: "robot$ci", password: "s3cret-robot")
             + bindings
         let proxy = try await ProxyProcess.start(
-            binDirectory: Tool.binDirectory, connectorsYAML: yaml, extraArguments: ["--service-account-issuer", cluster.url])
+            binDirectory: Tool.binDirectory, connectorsYAML: yaml, extraArguments: arguments)
         return (proxy, registry, issuer, cluster)
     }
 
@@ -131,5 +141,94 @@ struct WorkloadIdentityTests {
         #expect(issuer.counts.total == before, "a refused request reached the token server")
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
         for (_, _, _, token, _, _) in cases { #expect(!log.contains(token)) }
+    }
+
+    /// With a signing key the proxy challenges with Bearer and serves the token flow: clients
+    /// trade a service account token (or a proxy token) for a short-lived token narrowed to the
+    /// scopes they ask and the bindings grant, and renew it by themselves.
+    @Test func clientsFetchTokensFromTheProxysTokenEndpoint() async throws {
+        let (proxy, registry, issuer, cluster) = try await Self.start(tokenEndpoint: true)
+        defer { proxy.stop(); registry.stop(); issuer.stop(); cluster.stop() }
+        let origin = "http://\(proxy.host)"
+        let prefix = "namespaces/team-a/connectors/up"
+
+        // The challenges name the endpoint and the scope a request needs.
+        let login = try Curl.request("GET", "\(origin)/v2/")
+        #expect(login.status == 401)
+        #expect(login.header("WWW-Authenticate") == #"Bearer realm="\#(origin)/token",service="oci-connector-proxy""#)
+        let push = try Curl.request("POST", "\(origin)/v2/\(prefix)/sa/app/blobs/uploads/")
+        #expect(
+            push.header("WWW-Authenticate")
+                == #"Bearer realm="\#(origin)/token",service="oci-connector-proxy",scope="repository:\#(prefix)/sa/app:pull,push""#
+        )
+
+        // skopeo follows them with nothing but a service account token; so does oras's Python
+        // client, sending it as Basic credentials (its token mode keeps one token for every scope).
+        _ = try ProxyEndToEndTests.seed(registry, .token, issuer, repository: "sa/src", layerSize: 200_000)
+        let token = cluster.token(namespace: "team-a", serviceAccount: "builder")
+        try ProxyEndToEndTests.skopeo([
+            "copy", "--src-creds", "builder:\(token)", "--dest-creds", "builder:\(token)", "--src-tls-verify=false",
+            "--dest-tls-verify=false", "docker://\(proxy.host)/\(prefix)/sa/src:v1", "docker://\(proxy.host)/\(prefix)/sa/dst:v2",
+        ])
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/oras_roundtrip.py")
+        let oras = try runCommand(
+            "/usr/bin/env", ["python3", script.path, proxy.host, prefix, try Loopback.temporaryDirectory("oras").path, "basic"],
+            input: token)
+        #expect(oras.contains("oras round trip ok"), "\(oras)")
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        let issued = log.split(separator: "\n").filter { $0.contains("endpoint=token") && $0.contains("status=200") }
+        #expect(!issued.isEmpty, "no token was issued")
+        #expect(issued.allSatisfy { $0.contains("identity=system:serviceaccount:team-a:builder") })
+        #expect(!log.contains(token))
+
+        // By hand: a token for more than the bindings grant holds only what they grant.
+        func issue(_ query: String, credentials: String) throws -> (Int, String?, Int?) {
+            let response = try Curl.request("GET", "\(origin)/token?service=oci-connector-proxy&\(query)", token: credentials)
+            let json = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any]
+            return (response.status, json?["token"] as? String, json?["expires_in"] as? Int)
+        }
+        let (status, narrowed, _) = try issue(
+            "scope=repository:\(prefix)/sa/app:pull,push&scope=repository:\(prefix)/other/app:pull,push", credentials: token)
+        #expect(status == 200)
+        let bearer = try #require(narrowed)
+        let allowed = try Curl.request(
+            "POST", "\(origin)/v2/\(prefix)/sa/app/blobs/uploads/", headers: ["Authorization": "Bearer \(bearer)"])
+        #expect(allowed.status == 202, "\(allowed.text)")
+        let upstreamCalls = issuer.counts.total
+        // A scope it lacks is challenged as registries do, for a client to fetch a token for it;
+        // the bindings do not grant this one, so the new token still lacks it.
+        let outside = try Curl.request(
+            "POST", "\(origin)/v2/\(prefix)/other/app/blobs/uploads/", headers: ["Authorization": "Bearer \(bearer)"])
+        #expect(outside.status == 401, "\(outside.text)")
+        #expect(
+            outside.header("WWW-Authenticate")
+                == #"Bearer realm="\#(origin)/token",service="oci-connector-proxy",scope="repository:\#(prefix)/other/app:pull,push",error="insufficient_scope""#
+        )
+        let (_, renewed, _) = try issue("scope=repository:\(prefix)/other/app:pull,push", credentials: token)
+        let again = try Curl.request(
+            "POST", "\(origin)/v2/\(prefix)/other/app/blobs/uploads/",
+            headers: ["Authorization": "Bearer \(try #require(renewed))"])
+        #expect(again.status == 401)
+        #expect(issuer.counts.total == upstreamCalls, "a refused request reached the token server")
+
+        // The OAuth2 form; a proxy token as the credentials; refusals.
+        let form = try Curl.request(
+            "POST", "\(origin)/token", headers: ["Content-Type": "application/x-www-form-urlencoded"],
+            data: Data(
+                "grant_type=password&username=ci&password=\(token)&service=oci-connector-proxy&scope=repository:\(prefix)/sa/app:pull"
+                    .utf8))
+        #expect(form.status == 200 && form.text.contains(#""access_token":"#), "\(form.text)")
+        #expect(try issue("scope=repository:\(prefix)/sa/app:pull", credentials: proxy.token()).0 == 200)
+        let refresh = try Curl.request(
+            "POST", "\(origin)/token", headers: ["Content-Type": "application/x-www-form-urlencoded"],
+            data: Data("grant_type=refresh_token&refresh_token=x".utf8))
+        #expect(refresh.status == 400 && refresh.text.contains(#""code":"UNSUPPORTED""#), "\(refresh.text)")
+        let stranger = try issue("scope=repository:\(prefix)/sa/app:pull", credentials: "not-a-token")
+        #expect(stranger.0 == 401)
+        // Never beyond the credentials' own life.
+        let short = cluster.token(namespace: "team-a", serviceAccount: "builder", lifetime: 120)
+        let (_, _, expiresIn) = try issue("scope=repository:\(prefix)/sa/app:pull", credentials: short)
+        #expect((expiresIn ?? .max) <= 120 + 60)
     }
 }

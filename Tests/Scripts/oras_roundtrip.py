@@ -11,12 +11,15 @@ import oras.client
 
 def main() -> int:
     host, prefix, workdir = sys.argv[1:4]
+    # "basic" sends the credentials on every request; "token" follows the proxy's Bearer
+    # challenges to its token endpoint.
+    backend = sys.argv[4] if len(sys.argv) > 4 else "basic"
     token = sys.stdin.read().strip()
     artifact = os.path.join(workdir, "artifact.bin")
     with open(artifact, "wb") as handle:
         handle.write(os.urandom(3 * 1024 * 1024 + 17))
 
-    client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend="basic")
+    client = oras.client.OrasClient(hostname=host, insecure=True, auth_backend=backend)
     client.login(username="workload", password=token, hostname=host, tls_verify=False)
 
     os.chdir(workdir)

@@ -38,6 +38,12 @@ struct ClientGrant: Hashable, Sendable {
         rules = .bindings(catalog.bindings(forUser: serviceAccount.username, groups: serviceAccount.groups))
     }
 
+    /// Whether it is a token of the proxy's token endpoint, limited to the scopes it was asked for.
+    var isScoped: Bool {
+        if case .token(let claims) = rules { return claims.access != nil }
+        return false
+    }
+
     /// Throws unless `now` lies in the validity period.
     func checkValidity(at now: Date) throws(ProxyTokenError) {
         let seconds = Int(now.timeIntervalSince1970)

@@ -19,6 +19,8 @@ enum RequestDecision {
     case filteredCatalog(UpstreamPlan, ClientGrant)
     /// A service account token to verify before the request is decided again, with the same log.
     case verifyFirst(ClientAuthenticator.PendingVerification, RequestLog)
+    /// The token endpoint (``TokenRequest``), with the request's query.
+    case issueToken(Substring?, RequestLog, ProxyTokenSigner)
 }
 
 /// A whole answer of the proxy's own.
@@ -133,6 +135,16 @@ extension ConnectorProxy {
         // Which connector, and what is asked of it.
         let host = head.headers.first(name: "Host") ?? "localhost"
         let (path, query) = Self.split(head.uri)
+        if path == TokenRequest.path, let signer = configuration.tokenSigner {
+            log.update { fields in
+                fields.endpoint = "token"
+                fields.endpointKind = "token"
+            }
+            guard head.method == .GET || head.method == .POST else {
+                throw RegistryErrorResponse(.methodNotAllowed, "UNSUPPORTED", "the token endpoint takes GET and POST")
+            }
+            return .issueToken(query, log, signer)
+        }
         let destination = try destination(host: host, path: path)
         let route = destination.route
         let repository: String?
@@ -154,9 +166,13 @@ extension ConnectorProxy {
 
         // Who asks: checked before anything goes upstream.
         let claims: ClientGrant
-        switch try authenticator.authenticate(authorization: head.headers.first(name: "Authorization"), last: &lastVerified) {
-        case .granted(let grant): claims = grant
-        case .verifyFirst(let pending): return .verifyFirst(pending, log)
+        do {
+            switch try authenticator.authenticate(authorization: head.headers.first(name: "Authorization"), last: &lastVerified) {
+            case .granted(let grant): claims = grant
+            case .verifyFirst(let pending): return .verifyFirst(pending, log)
+            }
+        } catch {
+            throw challenge(error, origin: (secure ? "https://" : "http://") + host, destination: destination, action: action)
         }
         log.update { fields in
             fields.identity = claims.identity
@@ -167,6 +183,19 @@ extension ConnectorProxy {
         }
         guard claims.allows(connector: connector, action: action, repository: repository) else {
             authenticator.count(.denied)
+            if claims.isScoped, configuration.tokenSigner != nil {
+                // A token of the endpoint without the scope this request needs: as registries
+                // answer it, a challenge for that scope, which clients fetch a new token for.
+                var refusal = RegistryErrorResponse(
+                    .unauthorized, "UNAUTHORIZED",
+                    "insufficient scope: the token does not allow \(action) on \(repository ?? "this connector")")
+                refusal = challenge(
+                    refusal, origin: (secure ? "https://" : "http://") + host, destination: destination, action: action)
+                if let value = refusal.headers.first(name: "WWW-Authenticate") {
+                    refusal.headers.replaceOrAdd(name: "WWW-Authenticate", value: value + #",error="insufficient_scope""#)
+                }
+                throw refusal
+            }
             throw RegistryErrorResponse(
                 .forbidden, "DENIED", claims.denial(connector: connector, action: action, repository: repository))
         }
@@ -197,6 +226,36 @@ extension ConnectorProxy {
             return .filteredCatalog(plan, claims)
         }
         return Self.isRead(head.method, route) ? .read(plan) : .forward(plan)
+    }
+
+    /// A 401 whose challenge sends the client to the token endpoint, when there is one: a Bearer
+    /// challenge naming the scope the request needs, as registries' challenges do.
+    func challenge(_ refusal: RegistryErrorResponse, origin: String, destination: Destination, action: String)
+        -> RegistryErrorResponse
+    {
+        guard configuration.tokenSigner != nil, refusal.status == .unauthorized else { return refusal }
+        var refusal = refusal
+        var value = #"Bearer realm="\#(origin)\#(TokenRequest.path)",service="\#(ClientAuthenticator.realm)""#
+        if case .repository(let name, _) = destination.route {
+            let clientName = destination.prefix.isEmpty ? name : destination.prefix + "/" + name
+            value += #",scope="\#(TokenRequest.challengeScope(name: clientName, action: action))""#
+        }
+        refusal.headers.replaceOrAdd(name: "WWW-Authenticate", value: value)
+        return refusal
+    }
+
+    /// The connector and upstream repository a token scope's repository name leads to: in the
+    /// host form the `Host`'s connector and the name itself, in the path form the connector the
+    /// name starts with (`namespaces/NS/connectors/NAME/…`).
+    func tokenScopeTarget(_ name: String, host: String) -> (ConnectorID, String)? {
+        if let pattern = configuration.hostPattern, let id = pattern.connector(forHost: host) {
+            guard case .repository(let repository, _)? = try? RegistryRoute(path: "/v2/\(name)/tags/list") else { return nil }
+            return (id, repository)
+        }
+        guard let split = try? ConnectorRoute(pathFormPath: "/v2/\(name)/tags/list"), let id = split.connector,
+            case .repository(let repository, _) = split.route
+        else { return nil }
+        return (id, repository)
     }
 
     /// A request target's path and query (`nil` without a `?`).

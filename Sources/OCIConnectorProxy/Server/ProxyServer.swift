@@ -54,6 +54,10 @@ extension ConnectorProxy: ExchangeStarter {
             let exchange = ForwardExchange(plan: plan, connection: connection)
             exchange.start { [self] plan, _ in try await filteredCatalog(plan, claims: claims) }
             return exchange
+        case .issueToken(let query, let log, let signer):
+            let exchange = TokenExchange(head: head, query: query, log: log, connection: connection, proxy: self, signer: signer)
+            exchange.start()
+            return exchange
         case .verifyFirst(let pending, let log):
             let exchange = VerifyingExchange(head: head, log: log, connection: connection, starter: self)
             exchange.start(pending)
