@@ -9,7 +9,8 @@ import OCIReference
 struct RenderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "render",
-        abstract: "Mint a proxy token and write the client configuration files a workload mounts.",
+        abstract:
+            "Write the client configuration files a workload mounts, with a proxy token minted now or the workload's service account token.",
         discussion: """
             Selections: registry-config (config.json), buildkitd (buildkitd.toml), dockerd (daemon.json), \
             containers (registries.conf), containerd (certs.d/PROXY/hosts.toml), mirror (upstream names served \
@@ -27,8 +28,20 @@ struct RenderCommand: AsyncParsableCommand {
     @Option(help: "The proxy's URL, such as http://proxy.example:8080.")
     var proxy: String
 
-    @Option(help: "The signing key written by 'keys generate'.")
-    var signingKey: String
+    @Option(help: "The signing key written by 'keys generate' (with --identity proxy-token).")
+    var signingKey: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "What the workload proves itself with: proxy-token (minted with --signing-key) or service-account (the Kubernetes token in --token-file; no key near the workload).",
+            valueName: "kind"))
+    var identity: Identity = .proxyToken
+
+    @Option(
+        help: ArgumentHelp(
+            "The projected service account token, with --identity service-account (default: \(ServiceAccountTokenFile.defaultPath)).",
+            valueName: "file"))
+    var tokenFile: String?
 
     @Option(help: "The directory to write the files into.")
     var output: String
@@ -54,8 +67,29 @@ struct RenderCommand: AsyncParsableCommand {
     @Option(help: "Token actions: pull, push, delete.")
     var actions: String = "pull,push"
 
-    @Flag(help: "Keep running and render again at 80% of the token's lifetime; stop on SIGTERM or SIGINT.")
+    @Flag(
+        help:
+            "Keep running and render again at 80% of the token's lifetime (a service account token: when kubelet replaces it); stop on SIGTERM or SIGINT."
+    )
     var watch = false
+
+    enum Identity: String, ExpressibleByArgument {
+        case proxyToken = "proxy-token"
+        case serviceAccount = "service-account"
+    }
+
+    func validate() throws {
+        switch identity {
+        case .proxyToken:
+            guard signingKey != nil else { throw ValidationError("--signing-key is required with --identity proxy-token") }
+            guard tokenFile == nil else { throw ValidationError("--token-file goes with --identity service-account") }
+        case .serviceAccount:
+            guard signingKey == nil else {
+                throw ValidationError(
+                    "--signing-key is not needed with --identity service-account: leave the key out of the workload")
+            }
+        }
+    }
 
     func run() async throws {
         let connectors = try loadConnectors()
@@ -68,14 +102,31 @@ struct RenderCommand: AsyncParsableCommand {
         let firstExpiry = try renderOnce(connectors, selection)
         guard watch else { return }
 
-        // Re-render at 80% of what is left of the token's life, until told to stop. The token's
-        // times are whole seconds, so its life starts up to a second before it was rendered.
-        let renewal = Task {
-            var expiresAt = firstExpiry
-            while !Task.isCancelled {
-                let left = max(0, Double(expiresAt) - Date().timeIntervalSince1970)
-                try await Task.sleep(for: .milliseconds(Int(left * 800)))
-                expiresAt = try renderOnce(connectors, selection)
+        let renewal: Task<Void, any Error>
+        if identity == .serviceAccount {
+            // kubelet replaces the token itself (at 80% of its life, by swapping the volume's
+            // `..data` link): render again whenever the file holds another token.
+            let file = ServiceAccountTokenFile(path: tokenFile ?? ServiceAccountTokenFile.defaultPath)
+            renewal = Task {
+                var rendered = try file.read()
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(1))
+                    guard let now = try? file.read(), now != rendered else { continue }
+                    _ = try renderOnce(connectors, selection)
+                    rendered = now
+                }
+            }
+        } else {
+            // Re-render at 80% of what is left of the token's life, until told to stop. The
+            // token's times are whole seconds, so its life starts up to a second before it was
+            // rendered.
+            renewal = Task {
+                var expiresAt = firstExpiry
+                while !Task.isCancelled {
+                    let left = max(0, Double(expiresAt) - Date().timeIntervalSince1970)
+                    try await Task.sleep(for: .milliseconds(Int(left * 800)))
+                    expiresAt = try renderOnce(connectors, selection)
+                }
             }
         }
         let signals = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
@@ -125,9 +176,18 @@ struct RenderCommand: AsyncParsableCommand {
 
     /// Writes the files once; returns when their token expires (seconds since 1970).
     private func renderOnce(_ connectors: [Connector], _ selection: Selection) throws -> Int {
-        let (token, claims) = try mintToken(
-            connectors: connectors.map(\.id.description).joined(separator: ","), actions: actions, ttl: ttl,
-            repositories: [], signingKey: signingKey, subject: "render")
+        let token: String
+        let expiresAt: Int
+        switch identity {
+        case .serviceAccount:
+            token = try ServiceAccountTokenFile(path: tokenFile ?? ServiceAccountTokenFile.defaultPath).read()
+            expiresAt = ServiceAccountTokenFile.expiry(of: token) ?? Int(Date().timeIntervalSince1970) + 3600
+        case .proxyToken:
+            let (minted, claims) = try mintToken(
+                connectors: connectors.map(\.id.description).joined(separator: ","), actions: actions, ttl: ttl,
+                repositories: [], signingKey: signingKey ?? "", subject: "render")
+            (token, expiresAt) = (minted, claims.expiresAt)
+        }
         var config: ClientConfig
         do {
             config = try ClientConfig(connectors: connectors, proxyURL: proxy, token: token)
@@ -136,6 +196,6 @@ struct RenderCommand: AsyncParsableCommand {
         }
         config.trust = try trust(for: config)
         try ConfigWriter.write(ClientConfigRenderer.render(config, selection: selection), to: output)
-        return claims.expiresAt
+        return expiresAt
     }
 }
