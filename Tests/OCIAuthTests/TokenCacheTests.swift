@@ -291,7 +291,7 @@ final class Gate: Sendable {
 /// What `body` returns if it returns within `timeout` while `gate` stays shut, `nil` if it does not
 /// (the gate is then opened, so that a body waiting at it ends instead of hanging the test).
 func returnsBeforeOpening<Value: Sendable>(
-    _ gate: Gate, within timeout: Duration = .seconds(10), _ body: @escaping @Sendable () async throws -> Value
+    _ gate: Gate, within timeout: Duration = .seconds(30), _ body: @escaping @Sendable () async throws -> Value
 ) async throws -> Value? {
     let returned = Mutex(false)
     let task = Task {
