@@ -83,7 +83,7 @@ for doc, pod in pod_specs():
                 port = ports.get(get.get("port"), get.get("port"))
                 if get.get("path") != path or port != admin:
                     problems.append(f"{probe} must GET {path} on the admin port {admin}, not {get}")
-            for name in ["--tls-cert", "--tls-key", "--token-keys", "--connectors"]:
+            for name in ["--tls-cert", "--tls-key", "--token-keys", "--token-signing-key", "--connectors"]:
                 if name in flags and not covered(flags[name], mounts):
                     problems.append(f"{name}={flags[name]} is not under a mounted volume {mounts}")
             security = container.get("securityContext", {})
@@ -98,7 +98,7 @@ for doc, pod in pod_specs():
             for name in flags:
                 if name not in render_flags:
                     problems.append(f"{doc['metadata']['name']}: render has no {name}")
-            for name in ["--signing-key", "--ca-file", "--connectors", "--output"]:
+            for name in ["--signing-key", "--token-file", "--ca-file", "--connectors", "--output"]:
                 if name in flags and not covered(flags[name], mounts):
                     problems.append(f"render {name}={flags[name]} is not under a mounted volume {mounts}")
 
