@@ -7,6 +7,8 @@ packages=(
   zlib1g-dev       # linked by the Swift server stack
   docker-registry  # the real CNCF Distribution registry the end-to-end tests run against
   skopeo           # a real client driven through the proxy
+  podman buildah   # more real clients: pull, push and build (vfs storage, no container runtime used)
+  containerd       # ctr pulls and pushes through the proxy's token endpoint (OAuth2 form first)
   apache2-utils    # htpasswd, for the registry's Basic auth (bcrypt)
   openssl          # test certificates
   curl

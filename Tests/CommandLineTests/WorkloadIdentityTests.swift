@@ -6,8 +6,8 @@ import Testing
 /// the `ConnectorBinding`s naming them grant: no proxy token, no minting key near them.
 @Suite("Service account tokens at the proxy", .serialized)
 struct WorkloadIdentityTests {
-    /// `builder` may pull and push `sa/*` through `team-a/up`; every service account may pull
-    /// through `team-a/up`; `reader` of team-b may pull only; nobody is bound to `team-a/other`.
+    /// `builder` may pull, push and delete `sa/*` and `oras/*` through `team-a/up`; `reader` of
+    /// team-b may pull there; nobody is bound to `team-a/other` or `team-b/up`.
     static let bindings = """
         ---
         apiVersion: oci-connector.dev/v1alpha1
@@ -126,6 +126,11 @@ struct WorkloadIdentityTests {
             ),
             ("another connector", "GET", "\(base)/other/sa/app/manifests/v1", builder, 403, "ConnectorBinding"),
             (
+                "another namespace's connector", "GET",
+                "http://\(proxy.host)/v2/namespaces/team-b/connectors/up/sa/app/manifests/v1", builder, 403,
+                "no ConnectorBinding in namespace team-b"
+            ),
+            (
                 "pull-only pushing", "POST", "\(base)/up/sa/app/blobs/uploads/",
                 cluster.token(namespace: "team-b", serviceAccount: "reader"), 403, "push on sa/app"
             ),
@@ -230,5 +235,64 @@ struct WorkloadIdentityTests {
         let short = cluster.token(namespace: "team-a", serviceAccount: "builder", lifetime: 120)
         let (_, _, expiresIn) = try issue("scope=repository:\(prefix)/sa/app:pull", credentials: short)
         #expect((expiresIn ?? .max) <= 120 + 60)
+    }
+
+    /// buildah builds an image and pushes it, podman and containerd's `ctr` (which asks with the
+    /// OAuth2 form first) pull and push it, all through the token endpoint with nothing but the
+    /// service account token.
+    @Test func buildahPodmanAndContainerdUseTheTokenEndpoint() async throws {
+        let (proxy, registry, issuer, cluster) = try await Self.start(tokenEndpoint: true)
+        defer { proxy.stop(); registry.stop(); issuer.stop(); cluster.stop() }
+        let token = cluster.token(namespace: "team-a", serviceAccount: "builder")
+        let prefix = "\(proxy.host)/namespaces/team-a/connectors/up"
+        let storage = try Loopback.temporaryDirectory("containers")
+        let common = [
+            "--root", storage.appendingPathComponent("root").path, "--runroot", storage.appendingPathComponent("run").path,
+            "--storage-driver", "vfs",
+        ]
+        let creds = ["--tls-verify=false", "--creds", "builder:\(token)"]
+
+        // buildah builds an image from nothing and pushes it.
+        let context = storage.appendingPathComponent("hello.txt")
+        try "built through the proxy".write(to: context, atomically: true, encoding: .utf8)
+        let container = try runCommand("/usr/bin/buildah", common + ["from", "scratch"]).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        try runCommand("/usr/bin/buildah", common + ["copy", container, context.path, "/hello.txt"])
+        try runCommand("/usr/bin/buildah", common + ["commit", container, "localhost/sa-built:v1"])
+        try runCommand(
+            "/usr/bin/buildah", common + ["push"] + creds + ["localhost/sa-built:v1", "docker://\(prefix)/sa/buildah:v1"])
+
+        // podman pulls it and pushes it under another name.
+        let podmanStorage = try Loopback.temporaryDirectory("podman")
+        let podman = [
+            "--root", podmanStorage.appendingPathComponent("root").path, "--runroot",
+            podmanStorage.appendingPathComponent("run").path, "--storage-driver", "vfs",
+        ]
+        try runCommand("/usr/bin/podman", podman + ["pull"] + creds + ["\(prefix)/sa/buildah:v1"])
+        try runCommand(
+            "/usr/bin/podman", podman + ["push"] + creds + ["\(prefix)/sa/buildah:v1", "docker://\(prefix)/sa/podman:v1"])
+
+        // containerd pulls it and pushes it under another name.
+        let containerd = try await Containerd.start()
+        defer { containerd.stop() }
+        try containerd.ctr([
+            "images", "pull", "--all-platforms", "--plain-http", "--user", "builder:\(token)", "\(prefix)/sa/podman:v1",
+        ])
+        try containerd.ctr(["images", "tag", "\(prefix)/sa/podman:v1", "\(prefix)/sa/ctr:v1"])
+        try containerd.ctr(["images", "push", "--plain-http", "--user", "builder:\(token)", "\(prefix)/sa/ctr:v1"])
+
+        // Each is in the registry, read back through the proxy.
+        for repository in ["buildah", "podman", "ctr"] {
+            let inspected = try ProxyEndToEndTests.skopeo([
+                "inspect", "--tls-verify=false", "--creds", "x:\(token)", "docker://\(prefix)/sa/\(repository):v1",
+            ])
+            #expect(inspected.contains("\"Name\": \"\(prefix)/sa/\(repository)\""), "\(repository)")
+        }
+        let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
+        let posts = log.split(separator: "\n").filter {
+            $0.contains("endpoint=token") && $0.contains("method=POST") && $0.contains("status=200")
+        }
+        #expect(!posts.isEmpty, "containerd's OAuth2 form was not answered")
+        #expect(!log.contains(token))
     }
 }
