@@ -56,7 +56,7 @@ struct RenderCommandTests {
         #expect(log.contains("repository=render/rewritten"))
     }
 
-    /// An https proxy with `--ca-file`: skopeo checks the proxy's certificate with nothing but the
+    /// An https proxy with `--ca-file`: skopeo and podman check the proxy's certificate with nothing but the
     /// rendered files (the CA directory the `flags` file names), in both modes; and a CA for a
     /// plain-HTTP proxy is refused.
     @Test func skopeoVerifiesTheProxyWithTheRenderedCA() async throws {
@@ -92,6 +92,29 @@ struct RenderCommandTests {
             "/usr/bin/skopeo",
             ["copy"] + common + ["--src-cert-dir", certificateDirectory, "--dest-cert-dir", certificateDirectory]
                 + ["docker://\(address)/\(repository)/src:v1", "docker://\(address)/\(repository)/copy:v1"])
+        // podman trusts the proxy the same way, with the rendered CA and no --tls-verify=false;
+        // without the CA it refuses the proxy's certificate.
+        let storage = try Loopback.temporaryDirectory("podman-tls")
+        let podman = [
+            "--root", storage.appendingPathComponent("root").path, "--runroot", storage.appendingPathComponent("run").path,
+            "--storage-driver", "vfs",
+        ]
+        let authfile = ["--authfile", output.appendingPathComponent("config.json").path]
+        let context = storage.appendingPathComponent("hello.txt")
+        try "trusted".write(to: context, atomically: true, encoding: .utf8)
+        let container = try runCommand("/usr/bin/buildah", podman + ["from", "scratch"]).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        try runCommand("/usr/bin/buildah", podman + ["copy", container, context.path, "/hello.txt"])
+        try runCommand("/usr/bin/buildah", podman + ["commit", container, "localhost/tls-check:v1"])
+        let pushed = "\(address)/\(repository)/podman:v1"
+        #expect(throws: (any Error).self) {
+            try runCommand("/usr/bin/podman", podman + ["push"] + authfile + ["localhost/tls-check:v1", "docker://\(pushed)"])
+        }
+        try runCommand(
+            "/usr/bin/podman",
+            podman + ["push"] + authfile + ["--cert-dir", certificateDirectory, "localhost/tls-check:v1", "docker://\(pushed)"])
+        try runCommand("/usr/bin/podman", podman + ["rmi", "localhost/tls-check:v1"])
+        try runCommand("/usr/bin/podman", podman + ["pull"] + authfile + ["--cert-dir", certificateDirectory, pushed])
         // Mirror mode: the registry's own name, sent to the https proxy by registries.conf.
         let inspected = try runCommand(
             "/usr/bin/skopeo",
@@ -102,6 +125,7 @@ struct RenderCommandTests {
         #expect(inspected.contains("\(repository)/copy"))
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
         #expect(log.contains("repository=\(repository)/copy"), "the copy did not go through the proxy")
+        #expect(log.contains("repository=\(repository)/podman"), "podman's push did not go through the proxy")
         #expect(
             log.split(separator: "\n").filter { $0.contains("repository=\(repository)/copy") && $0.contains("method=GET") }
                 .count >= 2, "the mirror-mode read did not go through the proxy")
