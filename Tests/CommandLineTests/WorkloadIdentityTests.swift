@@ -295,4 +295,28 @@ struct WorkloadIdentityTests {
         #expect(!posts.isEmpty, "containerd's OAuth2 form was not answered")
         #expect(!log.contains(token))
     }
+
+    /// Bindings are reloaded with the connectors: a withdrawn binding takes effect on the next
+    /// request of a token that was verified and remembered before.
+    @Test func aWithdrawnBindingTakesEffectOnReload() async throws {
+        let (proxy, registry, issuer, cluster) = try await Self.start()
+        defer { proxy.stop(); registry.stop(); issuer.stop(); cluster.stop() }
+        let token = cluster.token(namespace: "team-a", serviceAccount: "builder")
+        let tags = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/sa/app/tags/list"
+        // Allowed: the request reaches the registry, which knows no such repository.
+        let before = try Curl.request("GET", tags, token: token)
+        #expect(before.status == 404 && before.text.contains("NAME_UNKNOWN"), "\(before.text)")
+
+        let connectors = proxy.directory.appendingPathComponent("connectors.yaml")
+        let yaml = try String(contentsOf: connectors, encoding: .utf8)
+        let withdrawn = try #require(
+            yaml.range(of: "---\napiVersion: oci-connector.dev/v1alpha1\nkind: ConnectorBinding\nmetadata: {name: ci-push"))
+        let next = yaml[withdrawn.upperBound...].range(of: "---\n")
+        try (String(yaml[..<withdrawn.lowerBound]) + (next.map { String(yaml[$0.lowerBound...]) } ?? "")).write(
+            to: connectors, atomically: true, encoding: .utf8)
+        kill(proxy.processIdentifier, SIGHUP)
+        _ = try #require(try await proxy.logLine(containing: "configuration reloaded"), "no reload")
+        let after = try Curl.request("GET", tags, token: token)
+        #expect(after.status == 403 && after.text.contains("no ConnectorBinding"), "\(after.text)")
+    }
 }
