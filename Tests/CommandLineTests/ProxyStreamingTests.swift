@@ -283,6 +283,26 @@ struct ProxyStreamingTests {
         #expect(!proxy.isRunning, "the proxy did not stop after its last response")
     }
 
+    /// SIGTERM in the middle of a 1 GiB pull: the pull finishes whole (within the grace period),
+    /// then the proxy exits 0.
+    @Test func aGibibytePullUnderWayFinishesOnSIGTERM() async throws {
+        let stub = try await StubUpstream.start()
+        defer { stub.stop() }
+        let proxy = try await Self.stubProxy(stub)
+        defer { proxy.stop() }
+        let url = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/big/app/blobs/\(Self.digest)"
+        let curl = try Self.startCurl([
+            "--limit-rate", "256M", "-u", "w:\(try proxy.token())", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url,
+        ])
+        for _ in 0..<400 where stub.endlessStream.written < 64 << 20 { try await Task.sleep(for: .milliseconds(25)) }
+        try #require(stub.endlessStream.written >= 64 << 20, "the pull did not get under way")
+        proxy.terminate()
+        #expect(curl.output() == "200 \(1 << 30)")
+        for _ in 0..<100 where proxy.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!proxy.isRunning, "the proxy did not stop after the pull")
+        #expect(proxy.terminationStatus == 0)
+    }
+
     /// SIGTERM while a read waits on the event loop for an answer it then hands to the responder
     /// (a redirect to the upstream's own origin): the responder's answer is still sent whole
     /// before the connection closes. A `HEAD` answer is written in one batch, flushed after its end.

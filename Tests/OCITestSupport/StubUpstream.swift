@@ -109,20 +109,24 @@ public final class StubUpstream: Sendable {
                     throw TestSupportError("the stub upstream fails mid-body on purpose")
                 })
         }
-        // 4 GiB in 1 MiB buffers, as fast as the reader takes them.
-        let endless = { @Sendable (_: Request, _: BasicRequestContext) -> Response in
-            let chunk = ByteBuffer(repeating: 0x5a, count: 1 << 20)
-            return Response(
-                status: .ok,
-                body: ResponseBody(contentLength: 4 << 30) { writer in
-                    defer { stream.withLock { $0.ended = true } }
-                    for _ in 0..<4096 {
-                        try await writer.write(chunk)
-                        stream.withLock { $0.written += chunk.readableBytes }
-                    }
-                    try await writer.finish(nil)
-                })
+        // 4 GiB (`endless`) or 1 GiB (`big`) in 1 MiB buffers, as fast as the reader takes them.
+        let sized = { @Sendable (mebibytes: Int) in
+            { @Sendable (_: Request, _: BasicRequestContext) -> Response in
+                let chunk = ByteBuffer(repeating: 0x5a, count: 1 << 20)
+                return Response(
+                    status: .ok,
+                    body: ResponseBody(contentLength: mebibytes << 20) { writer in
+                        defer { stream.withLock { $0.ended = true } }
+                        for _ in 0..<mebibytes {
+                            try await writer.write(chunk)
+                            stream.withLock { $0.written += chunk.readableBytes }
+                        }
+                        try await writer.finish(nil)
+                    })
+            }
         }
+        let endless = sized(4096)
+        let big = sized(1024)
         // The same behaviours on the storage a blob read is redirected to: `v2/storage-KIND/app`
         // redirects to `/storage/KIND` on another origin.
         // Storage that refuses its own signed URL, and storage that redirects to itself forever.
@@ -205,6 +209,7 @@ public final class StubUpstream: Sendable {
             router.get("v2/silent/app/\(path)", use: silent)
             router.get("v2/broken/app/\(path)", use: broken)
             router.get("v2/endless/app/\(path)", use: endless)
+            router.get("v2/big/app/\(path)", use: big)
         }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = Application(
