@@ -5,6 +5,23 @@ import Testing
 
 @testable import OCIConnectorProxy
 
+extension ClientAuthenticator {
+    /// What a proxy token grants, for these tests: they give no service account tokens.
+    func claims(authorization header: String?, now: Date = Date()) throws(RegistryErrorResponse) -> ClientGrant {
+        var last: LastVerified?
+        return try claims(authorization: header, last: &last, now: now)
+    }
+
+    func claims(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse)
+        -> ClientGrant
+    {
+        guard case .granted(let grant) = try authenticate(authorization: header, last: &last, now: now) else {
+            throw RegistryErrorResponse(.internalServerError, "UNEXPECTED", "a proxy token was taken for a service account token")
+        }
+        return grant
+    }
+}
+
 /// Remembering verified tokens must not stretch what a token allows.
 @Suite("Client authentication")
 struct ClientAuthenticatorTests {

@@ -24,6 +24,8 @@ final class ClientAuthenticator: Sendable {
     let verifier: ProxyTokenVerifier
     /// Service account tokens, when the proxy trusts a cluster's issuer.
     let serviceAccounts: ServiceAccountTokenVerifier?
+    /// Whether `serviceAccounts` trusts any issuer: worked out once, not for every new header.
+    private let acceptsServiceAccounts: Bool
     /// Where the bindings of service accounts are read.
     let catalog: ConnectorCatalog
 
@@ -86,6 +88,7 @@ final class ClientAuthenticator: Sendable {
     {
         self.verifier = verifier
         self.serviceAccounts = serviceAccounts
+        self.acceptsServiceAccounts = !(serviceAccounts?.issuerURLs.isEmpty ?? true)
         self.catalog = catalog
     }
 
@@ -140,22 +143,6 @@ final class ClientAuthenticator: Sendable {
         remember(grant, for: header)
         accepted.increment()
         return .granted(grant)
-    }
-
-    /// A proxy token's grant, for callers that take no service account tokens.
-    func claims(authorization header: String?, now: Date = Date()) throws(RegistryErrorResponse) -> ClientGrant {
-        var last: LastVerified?
-        return try claims(authorization: header, last: &last, now: now)
-    }
-
-    /// ``authenticate(authorization:last:now:)`` for proxy tokens only.
-    func claims(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse)
-        -> ClientGrant
-    {
-        switch try authenticate(authorization: header, last: &last, now: now) {
-        case .granted(let grant): return grant
-        case .verifyFirst: throw refuse(.invalid, "invalid proxy token: a service account token needs verifying")
-        }
     }
 
     /// Verifies a service account token and remembers what its bindings grant.
