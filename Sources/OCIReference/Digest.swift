@@ -1,8 +1,9 @@
 /// A content digest, `algorithm:encoded`, such as `sha256:` followed by 64 lowercase hex digits.
 ///
-/// Registered algorithms are checked strictly (`sha256`: 64, `sha384`: 96, `sha512`: 128
-/// lowercase hex digits); any other algorithm follows the generic grammar of the reference
-/// implementation (an encoded part of at least 32 hex digits).
+/// Only the algorithms the reference implementation can verify are accepted, as it accepts
+/// them: `sha256` (64), `sha384` (96) and `sha512` (128 lowercase hex digits). Other names
+/// that fit the generic grammar (`sha1`, `md5`, `sha256+b64u`, `SHA256`) are refused: no
+/// registry could check content against them.
 public struct Digest: Hashable, Sendable, CustomStringConvertible {
     /// The whole digest, `algorithm:encoded`.
     public let string: String
@@ -70,16 +71,16 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible {
         let colon = index
         let encoded = (colon + 1)..<range.upperBound
         let algorithm = UnsafeBufferPointer(rebasing: bytes[range.lowerBound..<colon])
-        if let length = registeredLength(algorithm) {
-            guard encoded.count == length, encoded.allSatisfy({ ASCII.isLowerHex(bytes[$0]) }) else {
-                return .failure(
-                    Problem(text: "a \(String(decoding: algorithm, as: UTF8.self)) digest must be \(length) lowercase hex digits")
-                )
-            }
-        } else {
-            guard encoded.count >= 32, encoded.allSatisfy({ ASCII.isHex(bytes[$0]) }) else {
-                return .failure(Problem(text: "a digest's encoded part must be at least 32 hex digits"))
-            }
+        guard let length = registeredLength(algorithm) else {
+            return .failure(
+                Problem(
+                    text:
+                        "digest algorithm \(String(decoding: algorithm, as: UTF8.self)) is not supported; use sha256, sha384 or sha512"
+                ))
+        }
+        guard encoded.count == length, encoded.allSatisfy({ ASCII.isLowerHex(bytes[$0]) }) else {
+            return .failure(
+                Problem(text: "a \(String(decoding: algorithm, as: UTF8.self)) digest must be \(length) lowercase hex digits"))
         }
         return .success(colon - range.lowerBound)
     }

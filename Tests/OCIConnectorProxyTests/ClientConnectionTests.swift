@@ -349,4 +349,24 @@ struct ClientConnectionTests {
         #expect(written.components(separatedBy: #"{"errors":[{"code":"MANIFEST_UNKNOWN""#).count == 3)  // HEAD has no body.
         #expect(channel.isActive)
     }
+
+    /// A digest of an algorithm no registry can verify (or spelt in capitals) is refused with
+    /// 400 `DIGEST_INVALID`, in blob and manifest paths alike, before the token is looked at.
+    @Test(arguments: [
+        ("blobs/sha1:\(String(repeating: "a", count: 40))", "400", "DIGEST_INVALID"),
+        ("blobs/SHA256:\(String(repeating: "a", count: 64))", "400", "DIGEST_INVALID"),
+        ("blobs/sha256+b64u:\(String(repeating: "0A", count: 16))", "400", "DIGEST_INVALID"),
+        ("manifests/md5:\(String(repeating: "a", count: 32))", "400", "DIGEST_INVALID"),
+    ])
+    func unverifiableDigestsAreRefused(path: String, status: String, code: String) async throws {
+        let proxy = try Self.proxy()
+        defer { Task { await proxy.shutdown() } }
+        let (channel, _) = try Self.channel(proxy)
+        try channel.writeInbound(
+            ByteBuffer(string: "GET /v2/namespaces/team/connectors/hub/app/\(path) HTTP/1.1\r\nHost: p\r\n\r\n"))
+        channel.embeddedEventLoop.run()
+        let written = try Self.written(channel)
+        #expect(written.hasPrefix("HTTP/1.1 \(status) "), "\(written)")
+        #expect(written.contains(#"{"errors":[{"code":"\#(code)""#), "\(written)")
+    }
 }
