@@ -147,6 +147,15 @@ extension ConnectorProxy {
         }
         let destination = try destination(host: host, path: path)
         let route = destination.route
+        // A method the distribution API does not define for the route goes nowhere, as the
+        // registry answers it.
+        let allowed = Self.allowedMethods(route)
+        guard allowed.contains(head.method) else {
+            var refusal = RegistryErrorResponse(
+                .methodNotAllowed, "UNSUPPORTED", "\(head.method.rawValue) is not an operation of the registry API on this path")
+            refusal.headers.add(name: "Allow", value: allowed.map(\.rawValue).joined(separator: ", "))
+            throw refusal
+        }
         let repository: String?
         if case .repository(let name, _) = route { repository = name } else { repository = nil }
         let action = Self.action(head.method, route)
@@ -274,6 +283,21 @@ extension ConnectorProxy {
             return Destination(connector: split.connector, route: split.route, inPath: true)
         } catch {
             throw Self.routeError(error, path: path)
+        }
+    }
+
+    /// The methods the distribution API defines on `route` (and `HEAD` wherever it defines `GET`).
+    static func allowedMethods(_ route: RegistryRoute) -> [HTTPMethod] {
+        switch route {
+        case .base, .catalog: return [.GET, .HEAD]
+        case .repository(_, let endpoint):
+            switch endpoint {
+            case .manifest: return [.GET, .HEAD, .PUT, .DELETE]
+            case .blob: return [.GET, .HEAD, .DELETE]
+            case .uploadStart: return [.POST]
+            case .upload: return [.GET, .HEAD, .PATCH, .PUT, .DELETE]
+            case .tagList, .referrers: return [.GET, .HEAD]
+            }
         }
     }
 
