@@ -29,19 +29,23 @@ public struct Scope: Hashable, Sendable, Comparable, CustomStringConvertible {
     /// Parses `type[(class)]:name:action[,action…]`. The name may itself hold colons (a host with
     /// a port, for example): the type ends at the first colon and the actions follow the last.
     public init?(parsing text: some StringProtocol) {
-        guard let firstColon = text.firstIndex(of: ":"), let lastColon = text.lastIndex(of: ":"), firstColon < lastColon
+        // Split on Unicode scalars, not characters: a colon or a parenthesis followed by a
+        // combining mark is one character, and would hide the separator.
+        let scalars = Substring(text).unicodeScalars
+        guard let firstColon = scalars.firstIndex(of: ":"), let lastColon = scalars.lastIndex(of: ":"), firstColon < lastColon
         else { return nil }
-        var type = Substring(text[..<firstColon])
+        var type = Substring(scalars[..<firstColon]).unicodeScalars
         var resourceClass: String?
-        if let open = type.firstIndex(of: "("), type.hasSuffix(")") {
-            resourceClass = String(type[type.index(after: open)..<type.index(before: type.endIndex)])
+        if let open = type.firstIndex(of: "("), type.last == ")" {
+            resourceClass = String(Substring(type[type.index(after: open)..<type.index(before: type.endIndex)]))
             type = type[..<open]
             guard resourceClass?.isEmpty == false else { return nil }
         }
-        let name = text[text.index(after: firstColon)..<lastColon]
-        let actions = Substring(text[text.index(after: lastColon)...]).split(separator: ",").map(String.init)
+        let name = Substring(scalars[scalars.index(after: firstColon)..<lastColon])
+        let actions = scalars[scalars.index(after: lastColon)...].split(separator: ",").map { String(Substring($0)) }
         guard !type.isEmpty, !name.isEmpty else { return nil }
-        self.init(resourceType: String(type), resourceClass: resourceClass, resourceName: String(name), actions: actions)
+        self.init(
+            resourceType: String(Substring(type)), resourceClass: resourceClass, resourceName: String(name), actions: actions)
     }
 
     /// The resource this scope is about, without its actions: scopes with equal resources merge.
@@ -89,7 +93,7 @@ public struct ScopeSet: Hashable, Sendable, CustomStringConvertible, Expressible
     /// Parses a space-separated list, as in a challenge's `scope` parameter; unreadable entries
     /// are skipped.
     public init(parsing text: some StringProtocol) {
-        self.init(text.split(separator: " ").compactMap { Scope(parsing: $0) })
+        self.init(Substring(text).unicodeScalars.split(separator: " ").compactMap { Scope(parsing: Substring($0)) })
     }
 
     /// The empty set.
