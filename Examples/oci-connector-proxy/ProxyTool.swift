@@ -119,6 +119,34 @@ struct ProxyTool: AsyncParsableCommand {
     @Option(help: "Most client connections open at once; more are answered 503. (OCI_CONNECTOR_MAX_CONNECTIONS)")
     var maxConnections: Int = environment["OCI_CONNECTOR_MAX_CONNECTIONS"].flatMap { Int($0) } ?? 4096
 
+    @Option(
+        help:
+            "Seconds a request body may stop arriving; then 408 and the connection closes; 0 for no limit. (OCI_CONNECTOR_BODY_TIMEOUT)"
+    )
+    var bodyTimeout: Double = environment["OCI_CONNECTOR_BODY_TIMEOUT"].flatMap(Double.init) ?? 60
+
+    @Option(
+        help:
+            "Most requests one identity may have under way at once; more are answered 429; 0 for no limit. (OCI_CONNECTOR_MAX_REQUESTS_PER_IDENTITY)"
+    )
+    var maxRequestsPerIdentity: Int = environment["OCI_CONNECTOR_MAX_REQUESTS_PER_IDENTITY"].flatMap { Int($0) } ?? 256
+
+    @Option(
+        help:
+            "Most requests under way at once through one connector; more are answered 429; 0 for no limit. (OCI_CONNECTOR_MAX_REQUESTS_PER_CONNECTOR)"
+    )
+    var maxRequestsPerConnector: Int = environment["OCI_CONNECTOR_MAX_REQUESTS_PER_CONNECTOR"].flatMap { Int($0) } ?? 1024
+
+    @Option(
+        help: "Seconds connecting to an upstream may take; then 504. (OCI_CONNECTOR_UPSTREAM_CONNECT_TIMEOUT)")
+    var upstreamConnectTimeout: Double = environment["OCI_CONNECTOR_UPSTREAM_CONNECT_TIMEOUT"].flatMap(Double.init) ?? 10
+
+    @Option(
+        help:
+            "Seconds an upstream may take to start answering a whole request, and may stay silent while its answer streams; then 504. (OCI_CONNECTOR_UPSTREAM_RESPONSE_TIMEOUT)"
+    )
+    var upstreamResponseTimeout: Double = environment["OCI_CONNECTOR_UPSTREAM_RESPONSE_TIMEOUT"].flatMap(Double.init) ?? 60
+
     @Flag(help: "Refuse to start without at least one connector. (OCI_CONNECTOR_REQUIRE_CONNECTORS=1)")
     var requireConnectors = environment["OCI_CONNECTOR_REQUIRE_CONNECTORS"] == "1"
 
@@ -180,13 +208,25 @@ struct ProxyTool: AsyncParsableCommand {
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must not be negative") }
         guard maxHeaderBytes >= 1024 else { throw ValidationError("--max-header-bytes must be at least 1024") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        guard bodyTimeout >= 0 else { throw ValidationError("--body-timeout must not be negative") }
+        guard maxRequestsPerIdentity >= 0, maxRequestsPerConnector >= 0 else {
+            throw ValidationError("--max-requests-per-identity and --max-requests-per-connector must not be negative")
+        }
+        guard upstreamConnectTimeout > 0, upstreamResponseTimeout > 0 else {
+            throw ValidationError("--upstream-connect-timeout and --upstream-response-timeout must be positive")
+        }
     }
+
+    /// Seconds as NIO's time amount.
+    private static func amount(_ seconds: Double) -> TimeAmount { .nanoseconds(Int64(seconds * 1e9)) }
 
     /// The limits on client connections the options set.
     var connectionLimits: ConnectionLimits {
-        ConnectionLimits(
-            headerTimeout: .nanoseconds(Int64(headerTimeout * 1e9)), idleTimeout: .nanoseconds(Int64(idleTimeout * 1e9)),
+        var limits = ConnectionLimits(
+            headerTimeout: Self.amount(headerTimeout), idleTimeout: Self.amount(idleTimeout),
             maxHeadBytes: maxHeaderBytes, maxConnections: maxConnections)
+        limits.bodyTimeout = bodyTimeout > 0 ? Self.amount(bodyTimeout) : nil
+        return limits
     }
 
     func run() async throws {
@@ -261,6 +301,10 @@ struct ProxyTool: AsyncParsableCommand {
             }
         }
         var configuration = ConnectorProxy.Configuration(hostPattern: pattern, connections: connectionLimits)
+        configuration.requestLimits = RequestLimits(
+            perIdentity: maxRequestsPerIdentity, perConnector: maxRequestsPerConnector)
+        configuration.upstreamTimeouts = UpstreamTimeouts(
+            connect: Self.amount(upstreamConnectTimeout), response: Self.amount(upstreamResponseTimeout))
         configuration.tokenSigner = signer
         configuration.tokenLifetime = tokenLifetime
         var keyFetcher: ServiceAccountKeyFetcher?

@@ -11,6 +11,8 @@ public struct AuthError: Error, Hashable, Sendable, CustomStringConvertible {
 
         /// The registry or its token server could not be reached.
         public static let unreachable = Code("unreachable")
+        /// The registry or its token server did not connect or answer in time.
+        public static let timedOut = Code("timed-out")
         /// The TLS handshake failed (untrusted certificate, wrong host name, …).
         public static let tlsFailure = Code("tls-failure")
         /// The registry or token server refused the credentials.

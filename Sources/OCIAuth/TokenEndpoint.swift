@@ -172,6 +172,16 @@ public struct TokenEndpoint: Hashable, Sendable, CustomStringConvertible {
 enum UpstreamFailure {
     static func classify(_ error: any Error, talkingTo peer: String) -> AuthError {
         if let error = error as? AuthError { return error }
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .connectTimeout: return AuthError(.timedOut, "\(peer) did not accept a connection in time")
+            case .readTimeout, .deadlineExceeded: return AuthError(.timedOut, "\(peer) did not answer in time")
+            default: break
+            }
+        }
+        if case ChannelError.connectTimeout? = error as? ChannelError {
+            return AuthError(.timedOut, "\(peer) did not accept a connection in time")
+        }
         let text = String(describing: error)
         let type = String(reflecting: type(of: error))
         if type.contains("NIOSSL") || text.contains("handshake") || text.contains("certificate") || text.contains("SSL") {

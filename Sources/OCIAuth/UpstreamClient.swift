@@ -106,16 +106,25 @@ public final class UpstreamClient: Sendable {
     public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool) async throws(AuthError)
         -> HTTPClientResponse
     {
+        try await execute(request, scopes: scopes, replayable: replayable, timeout: timeout)
+    }
+
+    /// ``execute(_:scopes:replayable:)`` with the time the answer's head may take to arrive,
+    /// the request's body included: a request that streams a long body needs more than the
+    /// client's usual timeout.
+    public func execute(_ request: HTTPClientRequest, scopes: ScopeSet, replayable: Bool, timeout: TimeAmount)
+        async throws(AuthError) -> HTTPClientResponse
+    {
         var request = request
         let authorization = try await authorization(for: scopes)
         authorization.apply(to: &request.headers)
-        let response = try await send(request)
+        let response = try await send(request, timeout: timeout)
         guard response.status == .unauthorized else { return response }
 
         let retry = try await recover(from: response.headers, rejected: authorization, scopes: scopes)
         guard replayable, let retry else { return response }
         request.headers.replaceOrAdd(name: "Authorization", value: retry)
-        return try await send(request)
+        return try await send(request, timeout: timeout)
     }
 
     /// After a 401: forgets what was rejected and works out the header to retry with, or `nil`
@@ -153,9 +162,9 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Sends a request as it is, turning transport failures into ``AuthError``s.
-    func send(_ request: HTTPClientRequest) async throws(AuthError) -> HTTPClientResponse {
+    func send(_ request: HTTPClientRequest, timeout: TimeAmount? = nil) async throws(AuthError) -> HTTPClientResponse {
         do {
-            return try await httpClient.execute(request, timeout: timeout)
+            return try await httpClient.execute(request, timeout: timeout ?? self.timeout)
         } catch {
             throw UpstreamFailure.classify(error, talkingTo: connector.address.baseURL)
         }

@@ -1,5 +1,5 @@
 public import AsyncHTTPClient
-import NIOCore
+public import NIOCore
 public import NIOSSL
 public import OCIConnectors
 
@@ -20,10 +20,19 @@ public enum UpstreamHTTPClient {
     ///
     /// The caller owns the client and shuts it down.
     public static func make(for connector: Connector? = nil) throws -> HTTPClient {
+        try make(for: connector, connectTimeout: .seconds(10), readTimeout: nil)
+    }
+
+    /// ``make(for:)`` with the time a connection may take to open (TCP and TLS), and the
+    /// longest the registry may stay silent once it has a whole request (`nil`: no limit).
+    public static func make(for connector: Connector?, connectTimeout: TimeAmount, readTimeout: TimeAmount?) throws
+        -> HTTPClient
+    {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .disabled
-        configuration.timeout.connect = .seconds(10)
+        configuration.timeout.connect = connectTimeout
+        configuration.timeout.read = readTimeout
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = connectionsPerHost
         if connector?.trustedCertificatesPEM != nil {
             configuration.tlsConfiguration = try tlsConfiguration(for: connector)

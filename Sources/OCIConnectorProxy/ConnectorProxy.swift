@@ -26,8 +26,14 @@ public final class ConnectorProxy: Sendable {
     public struct Configuration: Sendable {
         /// Maps `Host` headers to connectors for the host form; `nil` serves the path form only.
         public var hostPattern: ConnectorHostPattern?
-        /// How long one proxied request may take, body included.
+        /// How long one forwarded request may take to be answered, its body included (an
+        /// upload's body is not bound by ``upstreamTimeouts``).
         public var requestTimeout: TimeAmount
+        /// How long the proxy waits for upstreams to connect and answer; then `504`.
+        public var upstreamTimeouts = UpstreamTimeouts()
+        /// How many requests one identity, and one connector, may have under way at once; more
+        /// are answered `429`.
+        public var requestLimits = RequestLimits()
         /// Upstream token timing.
         public var tokenCache: TokenCache.Configuration
         /// What client connections may hold before they send a request, and how many are open.
@@ -81,11 +87,17 @@ public final class ConnectorProxy: Sendable {
             RegistryErrorResponse(.badGateway, "UNAVAILABLE", "upstream \(client.connector.address.registryName): \(reason)")
         }
 
+        /// The upstream did not connect or answer in time.
+        func timedOut(_ reason: String) -> RegistryErrorResponse {
+            RegistryErrorResponse(.gatewayTimeout, "UNAVAILABLE", "upstream \(client.connector.address.registryName): \(reason)")
+        }
+
         /// What the client is told when talking to the upstream failed: its token server or the
         /// registry refusing the connector's credentials is a 403, anything else a 502.
         func failure(_ error: AuthError, scopes: ScopeSet) -> RegistryErrorResponse {
             switch error.code {
             case .badCredentials, .insufficientScope: refused(scopes)
+            case .timedOut: timedOut(error.reason)
             default: unavailable(error.reason)
             }
         }
@@ -138,6 +150,8 @@ public final class ConnectorProxy: Sendable {
     let configuration: Configuration
     /// The client connections open now, under ``ConnectionLimits/maxConnections``.
     let connections: ConnectionCounter
+    /// The requests under way per identity and per connector.
+    let concurrency: RequestConcurrency
     let logger: Logger
 
     /// The connectors and keys requests are decided with now.
@@ -151,7 +165,8 @@ public final class ConnectorProxy: Sendable {
         var shared = Shared()
         let upstreams: [ConnectorID: Upstream]
         do {
-            upstreams = try Self.upstreams(for: catalog, previous: [:], shared: &shared, tokens: tokens)
+            upstreams = try Self.upstreams(
+                for: catalog, previous: [:], shared: &shared, tokens: tokens, timeouts: configuration.upstreamTimeouts)
         } catch {
             // An HTTP client must be shut down before it goes.
             for transport in shared.transports.values { try? transport.http.syncShutdown() }
@@ -168,6 +183,7 @@ public final class ConnectorProxy: Sendable {
                 metrics: ProxyMetrics(connectors: Set(catalog.connectors.keys.map(\.description)))))
         self.configuration = configuration
         self.connections = ConnectionCounter(maximum: configuration.connections.maxConnections)
+        self.concurrency = RequestConcurrency(limits: configuration.requestLimits)
         self.logger = logger
     }
 
@@ -190,9 +206,9 @@ public final class ConnectorProxy: Sendable {
     @discardableResult
     public func reload(catalog: ConnectorCatalog, verifier: ProxyTokenVerifier) async throws -> ReloadSummary {
         let previous = snapshot.upstreams
-        let tokens = tokens
+        let (tokens, timeouts) = (tokens, configuration.upstreamTimeouts)
         let upstreams = try shared.withLock { shared in
-            try Self.upstreams(for: catalog, previous: previous, shared: &shared, tokens: tokens)
+            try Self.upstreams(for: catalog, previous: previous, shared: &shared, tokens: tokens, timeouts: timeouts)
         }
         let verifier = configuration.tokenSigner.map { verifier.trusting($0.verificationKey) } ?? verifier
         var summary = ReloadSummary()
@@ -221,7 +237,8 @@ public final class ConnectorProxy: Sendable {
     /// The upstreams for `catalog`: those of `previous` whose connector is unchanged, new ones
     /// for the rest, on the transports and registry connections of `shared` where they fit.
     private static func upstreams(
-        for catalog: ConnectorCatalog, previous: [ConnectorID: Upstream], shared: inout Shared, tokens: TokenCache
+        for catalog: ConnectorCatalog, previous: [ConnectorID: Upstream], shared: inout Shared, tokens: TokenCache,
+        timeouts: UpstreamTimeouts
     ) throws -> [ConnectorID: Upstream] {
         var upstreams: [ConnectorID: Upstream] = [:]
         for (id, connector) in catalog.connectors {
@@ -234,7 +251,9 @@ public final class ConnectorProxy: Sendable {
             if shared.transports[trust] == nil {
                 let tls = try UpstreamHTTPClient.tlsConfiguration(for: connector)
                 shared.transports[trust] = Transport(
-                    http: try UpstreamHTTPClient.make(for: connector), tls: SharedTLSContext(tls))
+                    http: try UpstreamHTTPClient.make(
+                        for: connector, connectTimeout: timeouts.connect, readTimeout: timeouts.response),
+                    tls: SharedTLSContext(tls))
             }
             let transport = shared.transports[trust]!
             // Keyed by the trust and the registry's address.
@@ -242,12 +261,15 @@ public final class ConnectorProxy: Sendable {
             if shared.registries[registryKey] == nil {
                 // An https registry's context is built now, so that a broken trust fails at once.
                 let reads = Self.registryReader(
-                    for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil)
-                shared.registries[registryKey] = Registry(reads: reads, storage: StorageFetchers(tls: transport.tls))
+                    for: connector, tls: connector.address.scheme == .https ? try transport.tls.context() : nil,
+                    timeouts: timeouts)
+                shared.registries[registryKey] = Registry(
+                    reads: reads, storage: StorageFetchers(tls: transport.tls, timeouts: timeouts))
             }
             let registry = shared.registries[registryKey]!
             upstreams[id] = Upstream(
-                client: UpstreamClient(connector: connector, httpClient: transport.http, tokens: tokens, timeout: .seconds(30)),
+                client: UpstreamClient(
+                    connector: connector, httpClient: transport.http, tokens: tokens, timeout: timeouts.response),
                 http: transport.http, reads: registry.reads,
                 passRedirects: connector.parameters["redirects"]?.lowercased() == "pass",
                 storage: registry.storage, name: id.description, pathPrefix: ConnectorProxyAddress.repositoryPrefix(for: id),
@@ -304,10 +326,13 @@ public final class ConnectorProxy: Sendable {
     /// against: with 8, a quarter of the requests from 64 busy clients opened a new upstream
     /// connection, and the proxy spent a quarter more CPU per manifest request (Performance.md).
     /// Idle connections close after 30 s, and with them the receive buffers they keep.
-    static func registryReader(for connector: Connector, tls: NIOSSLContext?) -> RegistryReader {
+    static func registryReader(for connector: Connector, tls: NIOSSLContext?, timeouts: UpstreamTimeouts = .init())
+        -> RegistryReader
+    {
         let address = connector.address
         return RegistryReader(
             host: address.connectHost, port: address.connectPort, hostHeader: address.endpoint,
-            sslContext: tls, configuration: .init(idleConnections: 64))
+            sslContext: tls,
+            configuration: .init(connectTimeout: timeouts.connect, readTimeout: timeouts.response, idleConnections: 64))
     }
 }

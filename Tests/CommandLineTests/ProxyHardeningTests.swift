@@ -322,12 +322,16 @@ struct ProxyHardeningTests {
     // MARK: Upstream answers
 
     /// A proxy whose connector `team-a/up` leads to a ``StubUpstream`` with Basic credentials.
-    static func proxyInFrontOfStub() async throws -> (StubUpstream, ProxyProcess) {
+    static func proxyInFrontOfStub(extraArguments: [String] = []) async throws -> (StubUpstream, ProxyProcess) {
         let stub = try await StubUpstream.start()
         do {
             let yaml = ConnectorYAML.connector(
                 name: "up", address: stub.url, username: "stub-user", password: "stub-secret-password")
-            return (stub, try await ProxyProcess.start(binDirectory: Tool.binDirectory, connectorsYAML: yaml))
+            return (
+                stub,
+                try await ProxyProcess.start(
+                    binDirectory: Tool.binDirectory, connectorsYAML: yaml, extraArguments: extraArguments)
+            )
         } catch {
             stub.stop()
             throw error

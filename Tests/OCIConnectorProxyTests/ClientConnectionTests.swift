@@ -96,6 +96,7 @@ struct ClientConnectionTests {
         var body: [String] = []
         var ended = false
         var failed = false
+        var failure: (any Error)?
         var closed = false
         var writable = 0
 
@@ -106,7 +107,10 @@ struct ClientConnectionTests {
 
         func requestBodyPart(_ buffer: ByteBuffer) { body.append(String(buffer: buffer)) }
         func requestEnded() { ended = true }
-        func requestFailed(_ error: any Error) { failed = true }
+        func requestFailed(_ error: any Error) {
+            failed = true
+            failure = error
+        }
         func clientWritable() { writable += 1 }
         func clientClosed() { closed = true }
 
@@ -146,7 +150,7 @@ struct ClientConnectionTests {
 
     /// NIO's HTTP/1 codec, the persistence handler and the connection handler, as the proxy has
     /// them, with `starter`'s exchanges.
-    static func channel(_ starter: any ExchangeStarter) throws -> (EmbeddedChannel, Reads) {
+    static func channel(_ starter: any ExchangeStarter, bodyTimeout: TimeAmount? = nil) throws -> (EmbeddedChannel, Reads) {
         let channel = EmbeddedChannel()
         let reads = Reads()
         let operations = channel.pipeline.syncOperations
@@ -154,7 +158,9 @@ struct ClientConnectionTests {
         try operations.configureHTTPServerPipeline(
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: .init())
-        try operations.addHandlers([ConnectionPersistenceHandler(), ClientConnectionHandler(starter: starter)])
+        try operations.addHandlers([
+            ConnectionPersistenceHandler(), ClientConnectionHandler(starter: starter, bodyTimeout: bodyTimeout),
+        ])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, reads)
     }

@@ -81,14 +81,14 @@ public final class ProxyProcess: Sendable {
     /// Mints a token with `oci-connector-config token`.
     public func token(
         connector: String = "team-a/up", actions: String = "pull,push,delete", ttl: String = "30m",
-        signingKey: String? = nil, repository: String? = nil
+        signingKey: String? = nil, repository: String? = nil, subject: String? = nil
     ) throws -> String {
         try runCommand(
             binDirectory.appendingPathComponent("oci-connector-config").path,
             [
                 "token", "--connector", connector, "--actions", actions, "--ttl", ttl, "--signing-key",
                 signingKey ?? self.signingKey,
-            ] + (repository.map { ["--repository", $0] } ?? [])
+            ] + (repository.map { ["--repository", $0] } ?? []) + (subject.map { ["--subject", $0] } ?? [])
         ).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

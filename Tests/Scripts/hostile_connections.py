@@ -9,6 +9,7 @@ Usage:
   hostile_connections.py oversized-head PORT BYTES
   hostile_connections.py over-limit PORT OPEN
   hostile_connections.py http10-pipelined PORT
+  hostile_connections.py stalled-body PORT PATH   (the proxy token on stdin)
 """
 import base64
 import json
@@ -130,6 +131,17 @@ def http10_pipelined(port):
     return {"responses": responses(data), "closed": closed}
 
 
+def stalled_body(port, path, token):
+    """A push whose body stops after 10 of the 1000 bytes it announced."""
+    authorization = "Basic " + base64.b64encode(f"workload:{token}".encode()).decode()
+    connection = connect(port)
+    connection.sendall((f"POST {path} HTTP/1.1\r\nHost: proxy\r\nAuthorization: {authorization}\r\n"
+                        "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n").encode()
+                       + b"0123456789")
+    data, closed = read_until_closed(connection)
+    return {"responses": responses(data), "closed": closed, "body": data.split(b"\r\n\r\n", 1)[-1].decode()}
+
+
 def main():
     command, port = sys.argv[1], int(sys.argv[2])
     if command == "flood":
@@ -144,6 +156,8 @@ def main():
         result = over_limit(port, int(sys.argv[3]))
     elif command == "http10-pipelined":
         result = http10_pipelined(port)
+    elif command == "stalled-body":
+        result = stalled_body(port, sys.argv[3], sys.stdin.read().strip())
     else:
         raise SystemExit(f"unknown command {command}")
     print(json.dumps(result))

@@ -22,6 +22,8 @@ final class RequestLog: Sendable {
     let bytesIn = ByteCounter()
     let bytesOut = ByteCounter()
     private let fields = Mutex(Fields())
+    /// The request's place under the proxy's request limits, given back when it finishes.
+    private let lease = Mutex<RequestConcurrency.Lease?>(nil)
 
     struct Fields {
         var connector: String?
@@ -52,6 +54,11 @@ final class RequestLog: Sendable {
         fields.withLock { body(&$0) }
     }
 
+    /// Holds the request's place under the request limits until the request finishes.
+    func hold(_ lease: RequestConcurrency.Lease) {
+        self.lease.withLock { $0 = lease }
+    }
+
     /// The upstream answered a request's head after `nanoseconds`.
     func upstreamAnswered(after nanoseconds: Int64) {
         fields.withLock { $0.upstreamNanoseconds += nanoseconds }
@@ -64,6 +71,7 @@ final class RequestLog: Sendable {
             return fields
         }
         guard let snapshot else { return }
+        lease.withLock { $0.take() }?.release()
         metrics?.requestFinished(
             connector: snapshot.connector, method: method, endpoint: snapshot.endpointKind, status: status,
             bytesIn: bytesIn.value, bytesOut: bytesOut.value)

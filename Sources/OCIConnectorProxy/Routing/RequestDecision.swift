@@ -212,6 +212,11 @@ extension ConnectorProxy {
             throw RegistryErrorResponse(.notFound, "NAME_UNKNOWN", "no connector \(connector) is configured")
         }
         if route == .base { return .answer(.versionCheck(log: log)) }
+        // Under the request limits, counted until the request's log line is written.
+        switch concurrency.admit(identity: claims.identity, connector: upstream.name) {
+        case .success(let lease): log.hold(lease)
+        case .failure(let reached): throw reached.refusal(identity: claims.identity, connector: upstream.name)
+        }
 
         // The upstream request.
         var upstreamQuery = query.flatMap { $0.isEmpty ? nil : String($0) }

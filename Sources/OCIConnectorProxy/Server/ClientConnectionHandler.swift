@@ -50,10 +50,17 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
     private(set) var clientAddress: String?
     /// The proxy token this connection's last request verified with.
     var lastVerified: ClientAuthenticator.LastVerified?
+    /// How long a request's body may stop arriving while it is wanted (``ConnectionLimits/bodyTimeout``).
+    private let bodyTimeout: TimeAmount?
+    /// When the body of the request being answered last arrived, or was last wanted again.
+    private var bodyActive = NIODeadline.uptimeNanoseconds(0)
+    /// The check of ``bodyTimeout``, while a request's body is awaited.
+    private var bodyCheck: Scheduled<Void>?
 
-    init(starter: any ExchangeStarter, secure: Bool = false) {
+    init(starter: any ExchangeStarter, secure: Bool = false, bodyTimeout: TimeAmount? = nil) {
         self.starter = starter
         self.isSecure = secure
+        self.bodyTimeout = bodyTimeout
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -95,9 +102,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
             let started = starter.startExchange(for: head, on: self)
             // An exchange may have answered before it returned.
             if state.isAnswering { exchange = started }
+            if bodyTimeout != nil, Self.hasBody(head) { watchBody(context: context) }
         case .body(let buffer):
+            if bodyCheck != nil { bodyActive = context.eventLoop.now }
             exchange?.requestBodyPart(buffer)
         case .end(let completion):
+            stopWatchingBody()
             exchange?.requestEnded()
             complete(completion, context: context)
         case .wait, .drop:
@@ -106,6 +116,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        stopWatchingBody()
         state.closed()
         if let exchange {
             self.exchange = nil
@@ -225,7 +236,61 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
 
     /// The exchange wants more of the request's body.
     func resumeRequestBody() {
+        // The body's timeout counts from now: while paused, the proxy held it back, not the client.
+        if bodyCheck != nil, let context { bodyActive = context.eventLoop.now }
         if state.resumeBody() == .read { context?.read() }
+    }
+
+    // MARK: The body's timeout
+
+    /// Whether a request head announces a body.
+    private static func hasBody(_ head: HTTPRequestHead) -> Bool {
+        // Reads, most requests, have none: nothing is looked up for them.
+        if head.method == .GET || head.method == .HEAD { return false }
+        if head.headers.contains(name: "Transfer-Encoding") { return true }
+        return head.headers.first(name: "Content-Length").flatMap { Int($0) }.map { $0 > 0 } ?? false
+    }
+
+    /// Checks, while the body of the request just started is awaited, that it keeps arriving.
+    private func watchBody(context: ChannelHandlerContext) {
+        guard let bodyTimeout, case .exchanging(requestEnded: false, _) = state.phase else { return }
+        bodyActive = context.eventLoop.now
+        scheduleBodyCheck(at: bodyActive + bodyTimeout, context: context)
+    }
+
+    private func scheduleBodyCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        bodyCheck = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            bodyCheck = nil
+            checkBody(context: context)
+        }
+    }
+
+    private func stopWatchingBody() {
+        bodyCheck?.cancel()
+        bodyCheck = nil
+    }
+
+    /// One check is scheduled at a time, for when the body would be late; arriving parts only
+    /// move ``bodyActive``, so a streaming upload costs no timer per part.
+    private func checkBody(context: ChannelHandlerContext) {
+        guard let bodyTimeout, case .exchanging(requestEnded: false, _) = state.phase else { return }
+        let now = context.eventLoop.now
+        if state.bodyPaused { bodyActive = now }  // The proxy is not reading it: not the client's doing.
+        guard now < bodyActive + bodyTimeout else { return bodyTimedOut(bodyTimeout, context: context) }
+        scheduleBodyCheck(at: bodyActive + bodyTimeout, context: context)
+    }
+
+    /// The body stopped arriving: the request is abandoned. Its exchange answers `408` if it
+    /// has not begun its answer; the connection closes after the answer.
+    private func bodyTimedOut(_ timeout: TimeAmount, context: ChannelHandlerContext) {
+        guard let completion = state.abandonRequest() else { return }
+        if let exchange {
+            exchange.requestFailed(RequestBodyTimeout(timeout: timeout))
+        }
+        if completion == .close {
+            exchange = nil
+            context.close(promise: nil)
+        }
     }
 
     // MARK: Completion

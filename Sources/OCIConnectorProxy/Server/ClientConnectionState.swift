@@ -173,6 +173,18 @@ struct ClientConnectionState {
         }
     }
 
+    /// The request's body will not be read to its end (it stopped arriving): the request counts
+    /// as ended, nothing that follows it on the connection is taken up, and the connection
+    /// closes once the answer is written (`.close` now if it has been). `nil` when no request's
+    /// body is awaited.
+    mutating func abandonRequest() -> Completion? {
+        guard case .exchanging(requestEnded: false, let responseEnded) = phase else { return nil }
+        quiescing = true
+        bodyPaused = false
+        phase = .exchanging(requestEnded: true, responseEnded: responseEnded)
+        return responseEnded ? complete() : Completion.none
+    }
+
     /// The connection closed or failed.
     mutating func closed() {
         phase = .closing

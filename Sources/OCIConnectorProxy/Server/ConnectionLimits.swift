@@ -16,6 +16,10 @@ public struct ConnectionLimits: Sendable, Hashable {
     public var maxHeadBytes: Int
     /// The most client connections open at once; one more is answered `503` and closed.
     public var maxConnections: Int
+    /// How long a request's body may stop arriving while the proxy waits for more of it (as
+    /// nginx's `client_body_timeout`, 60 s by default); then the request is answered `408`,
+    /// unless its answer has begun, and the connection closes. `nil` for no limit.
+    public var bodyTimeout: TimeAmount? = .seconds(60)
 
     /// Creates limits.
     public init(
@@ -69,4 +73,16 @@ final class ConnectionCounter: Sendable {
     }
 
     var current: Int { open.load(ordering: .relaxed) }
+}
+
+/// A request's body stopped arriving for longer than ``ConnectionLimits/bodyTimeout``.
+struct RequestBodyTimeout: Error, CustomStringConvertible, Sendable {
+    let timeout: TimeAmount
+
+    var description: String { "the request body stopped arriving for \(UpstreamTimeouts.seconds(timeout)) s" }
+
+    /// What the client is answered, when its answer has not begun.
+    var refusal: RegistryErrorResponse {
+        RegistryErrorResponse(.requestTimeout, "UNAVAILABLE", description + "; the request was abandoned")
+    }
 }

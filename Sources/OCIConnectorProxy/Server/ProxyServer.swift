@@ -23,7 +23,8 @@ extension ConnectorProxy: ExchangeStarter {
         // Behind TLS (``ProxyServer``'s listener, or an embedder's own), the proxy's locations are `https://`.
         let secure = (try? operations.handler(type: NIOSSLServerHandler.self)) != nil
         try operations.addHandlers([
-            ConnectionPersistenceHandler(), ReceiveBufferHandler(), ClientConnectionHandler(starter: self, secure: secure),
+            ConnectionPersistenceHandler(), ReceiveBufferHandler(),
+            ClientConnectionHandler(starter: self, secure: secure, bodyTimeout: configuration.connections.bodyTimeout),
         ])
     }
 

@@ -120,7 +120,10 @@ final class TokenExchange: ClientExchange {
     }
 
     func requestFailed(_ error: any Error) {
-        finish(LocalAnswer(RegistryErrorResponse(.badRequest, "UNSUPPORTED", "the token request did not arrive whole"), log: log))
+        let refusal =
+            (error as? RequestBodyTimeout)?.refusal
+            ?? RegistryErrorResponse(.badRequest, "UNSUPPORTED", "the token request did not arrive whole")
+        finish(LocalAnswer(refusal, log: log))
     }
 
     func clientWritable() {}

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import OCIAuth
 import OCIBlobForwarder
+import Synchronization
 
 /// Everything that goes upstream but a read: uploads, deletes, upload status, the catalog.
 ///
@@ -37,6 +38,14 @@ final class ForwardExchange: ClientExchange {
     private let plan: UpstreamPlan
     fileprivate unowned let connection: ClientConnectionHandler
     private var source: Body.Source?
+    /// Set when the client's body stopped arriving: the upstream request fails for it, and the
+    /// client is answered `408` rather than a `502` for the upstream.
+    private let bodyTimedOut = TimedOut()
+
+    /// Where the event loop leaves the body's timeout for the exchange's task.
+    private final class TimedOut: Sendable {
+        let timeout = Mutex<RequestBodyTimeout?>(nil)
+    }
     private var task: Task<Void, Never>?
     private var finished = false
 
@@ -50,8 +59,12 @@ final class ForwardExchange: ClientExchange {
         let body = plan.hasBody ? requestBody() : nil
         let exchange = NIOLoopBound(self, eventLoop: connection.eventLoop)
         let plan = plan
+        let bodyTimedOut = bodyTimedOut
         task = Task {
-            let answer = await ForwardExchange.answer(work, plan: plan, body: body)
+            var answer = await ForwardExchange.answer(work, plan: plan, body: body)
+            if case .local = answer, let timeout = bodyTimedOut.timeout.withLock({ $0 }) {
+                answer = .local(LocalAnswer(timeout.refusal, log: plan.log))
+            }
             await ForwardExchange.write(answer, plan: plan, to: exchange)
         }
     }
@@ -151,6 +164,7 @@ final class ForwardExchange: ClientExchange {
     }
 
     func requestFailed(_ error: any Error) {
+        if let timeout = error as? RequestBodyTimeout { bodyTimedOut.timeout.withLock { $0 = timeout } }
         source?.finish(error)
         source = nil
     }
@@ -193,7 +207,11 @@ extension ConnectorProxy {
         let response: HTTPClientResponse
         let asked = ContinuousClock.now
         do {
-            response = try await upstream.client.execute(outbound, scopes: plan.scopes, replayable: !plan.hasBody)
+            // A body streams as fast as its client sends it: only the request timeout bounds it
+            // (and the client's body timeout its pauses), not the upstream's answer timeout.
+            let timeout = plan.hasBody ? configuration.requestTimeout : configuration.upstreamTimeouts.response
+            response = try await upstream.client.execute(
+                outbound, scopes: plan.scopes, replayable: !plan.hasBody, timeout: timeout)
             plan.upstreamAnswered(after: (ContinuousClock.now - asked).nanoseconds)
         } catch {
             throw upstream.failure(error, scopes: plan.scopes)

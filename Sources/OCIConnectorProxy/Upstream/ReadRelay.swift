@@ -186,6 +186,7 @@ final class ReadRelay: ClientExchange {
         switch error {
         case let error as RegistryErrorResponse: refusal = error
         case let error as AuthError: refusal = plan.upstream.failure(error, scopes: plan.scopes)
+        case let error as RegistryReadError where error.kind == .timedOut: refusal = plan.upstream.timedOut(error.reason)
         case let error as RegistryReadError: refusal = plan.upstream.unavailable(error.reason)
         default: refusal = plan.upstream.unavailable("\(error)")
         }

@@ -223,7 +223,11 @@ final class RegistryReader: Sendable {
                 }
             }
         let (host, port) = (host, port)
+        let connectTimeout = UpstreamTimeouts.seconds(configuration.connectTimeout)
         return bootstrap.connect(host: host, port: port).flatMapErrorThrowing { error in
+            if case ChannelError.connectTimeout? = error as? ChannelError {
+                throw RegistryReadError(.timedOut, "\(host):\(port) did not accept a connection within \(connectTimeout) s")
+            }
             throw RegistryReadError(.unreachable, "cannot connect to \(host):\(port): \(error)")
         }.flatMapThrowing { [self] channel in
             opened.wrappingAdd(1, ordering: .relaxed)
@@ -280,7 +284,8 @@ struct RegistryReadError: Error, CustomStringConvertible, Sendable {
         case closedBeforeResponse
         /// The connection closed, or failed, before the body ended.
         case truncated
-        /// The upstream stayed silent for longer than the read timeout.
+        /// The upstream did not accept a connection within the connect timeout, or stayed silent
+        /// for longer than the read timeout.
         case timedOut
     }
 

@@ -14,13 +14,15 @@ final class StorageFetchers: Sendable {
     static let maximumOrigins = 8
 
     private let tls: SharedTLSContext
+    private let timeouts: UpstreamTimeouts
     private let fetchers = Mutex<[String: RegistryReader]>([:])
 
     /// Fetchers speaking TLS to `https` origins with the registry's own context (`tls`), so they
     /// trust what its upstream connections trust (for an https registry, that context is built
     /// already; otherwise at the first redirect to an https origin).
-    init(tls: SharedTLSContext) {
+    init(tls: SharedTLSContext, timeouts: UpstreamTimeouts = .init()) {
         self.tls = tls
+        self.timeouts = timeouts
     }
 
     /// The fetcher for `location`'s origin and the request target on it; `nil` for a location
@@ -41,7 +43,8 @@ final class StorageFetchers: Sendable {
             }
             let fetcher = RegistryReader(
                 host: target.host, port: target.port, hostHeader: target.authority,
-                sslContext: context, configuration: .init(idleConnections: 8))
+                sslContext: context,
+                configuration: .init(connectTimeout: timeouts.connect, readTimeout: timeouts.response, idleConnections: 8))
             fetchers[target.origin] = fetcher
             return (fetcher, target.pathAndQuery)
         }

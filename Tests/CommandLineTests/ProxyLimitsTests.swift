@@ -1,0 +1,113 @@
+import Foundation
+import OCITestSupport
+import Testing
+
+/// The limits a platform team sets on the proxy, each met by a real client: requests under way
+/// per workload (`429`), upstreams that do not answer in time (`504`), request bodies that stop
+/// arriving (`408`), and uploads that take longer than an upstream may stay silent (served).
+@Suite("oci-connector-proxy limits")
+struct ProxyLimitsTests {
+    /// Requests of one workload beyond `--max-requests-per-identity` are refused before they go
+    /// upstream, while other workloads are served; an upstream that does not answer within
+    /// `--upstream-response-timeout` is a `504`, and the places it held are given back.
+    @Test func aWorkloadBeyondItsLimitIs429AndASilentUpstreamIs504() async throws {
+        let (stub, proxy) = try await ProxyHardeningTests.proxyInFrontOfStub(extraArguments: [
+            "--max-requests-per-identity", "2", "--upstream-response-timeout", "5", "--admin-listen", "127.0.0.1:0",
+        ])
+        defer { stub.stop() }
+        defer { proxy.stop() }
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
+        let token = try proxy.token(subject: "builder")
+        let otherToken = try proxy.token(subject: "deployer")
+        // Two reads the upstream never answers hold the workload's two places.
+        let silent = try (0..<2).map { _ in
+            try ProxyStreamingTests.startCurl([
+                "-u", "w:\(token)", "-o", "/dev/null", "-w", "%{http_code}", "\(base)/silent/app/manifests/v1",
+            ])
+        }
+        // Once both are under way (as the proxy counts them), a third is refused.
+        let deadline = ContinuousClock.now + .seconds(4)
+        while try ProxyOperationsTests.scrape(proxy).samples["oci_connector_requests_in_flight"] != 2,
+            ContinuousClock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let refusal = try Curl.request("GET", "\(base)/plain/app/manifests/v1", token: token)
+        #expect(refusal.status == 429)
+        // Counted as the limit it met.
+        let limited = try ProxyOperationsTests.scrape(proxy).samples
+        #expect(limited[#"oci_connector_requests_limited_total{limit="identity"}"#] == 1)
+        #expect(limited[#"oci_connector_requests_limited_total{limit="connector"}"#] == 0)
+        #expect(refusal.header("Retry-After") == "1")
+        #expect(refusal.text.contains(#""code":"TOOMANYREQUESTS""#), "\(refusal.text)")
+        #expect(refusal.text.contains("builder has 2 requests under way"), "\(refusal.text)")
+        // Another workload is served meanwhile.
+        let other = try Curl.request("GET", "\(base)/plain/app/manifests/v1", token: otherToken)
+        #expect(other.status == 200)
+
+        // The upstream stays silent: after 5 s each read is a 504, and their places come back.
+        for curl in silent { #expect(curl.output() == "504") }
+        let again = try Curl.request("GET", "\(base)/plain/app/manifests/v1", token: token)
+        #expect(again.status == 200)
+        let timedOut = try #require(try await proxy.logLine(containing: "status=504"), "no log line for the 504")
+        #expect(timedOut.contains("repository=silent/app"), "\(timedOut)")
+        let limitedLine = try #require(try await proxy.logLine(containing: "status=429"), "no log line for the 429")
+        #expect(limitedLine.contains("detail=TOOMANYREQUESTS"), "\(limitedLine)")
+        #expect(limitedLine.contains("identity=builder"), "\(limitedLine)")
+    }
+
+    /// An upload that takes longer than `--upstream-response-timeout` is not cut off: the time
+    /// the upstream may take is counted once it has the whole body.
+    @Test func anUploadSlowerThanTheResponseTimeoutCompletes() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url),
+            extraArguments: ["--upstream-response-timeout", "1"])
+        defer { proxy.stop() }
+        let directory = try Loopback.temporaryDirectory("slow-upload")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("blob")
+        try runCommand("/bin/sh", ["-c", "head -c 3M /dev/urandom > '\(file.path)'"])
+        let digest =
+            "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow/upload"
+        let start = try Curl.request("POST", "\(base)/blobs/uploads/", token: try proxy.token())
+        let location = try #require(start.header("Location"), "no upload location: \(start.status)")
+        let url = (location.hasPrefix("http") ? location : "http://\(proxy.host)\(location)")
+        // At most 1 MiB/s (curl holds it to that): three times the upstream's answer timeout.
+        let output = try runCommand(
+            "/usr/bin/curl",
+            [
+                "-s", "-o", "/dev/null", "-w", "%{http_code}", "--limit-rate", "1M", "-u", "w:\(try proxy.token())",
+                "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary", "@\(file.path)",
+                url + (url.contains("?") ? "&" : "?") + "digest=\(digest)",
+            ])
+        #expect(output == "201", "the slow upload was answered \(output)")
+        let head = try Curl.request("HEAD", "\(base)/blobs/\(digest)", token: try proxy.token())
+        #expect(head.status == 200)
+        #expect(head.header("Content-Length") == "\(3 << 20)")
+    }
+
+    /// A push whose body stops arriving is answered `408` after `--body-timeout`, and its
+    /// connection closes; nothing of it lands in the registry and the proxy serves on.
+    @Test func aBodyThatStopsArrivingIs408() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url),
+            extraArguments: ["--body-timeout", "1"])
+        defer { proxy.stop() }
+        let token = try proxy.token()
+        let digest = "sha256:" + String(repeating: "0", count: 64)
+        let path = "/v2/namespaces/team-a/connectors/up/stalled/app/blobs/uploads/?digest=\(digest)"
+        let stalled = try ProxyHardeningTests.hostile(["stalled-body", "\(proxy.port)", path], input: token)
+        #expect(ProxyHardeningTests.statuses(stalled) == [408], "\(stalled)")
+        #expect(stalled["closed"] as? Bool == true)
+        #expect((stalled["body"] as? String)?.contains("the request body stopped arriving for 1 s") == true, "\(stalled)")
+        let logLine = try #require(try await proxy.logLine(containing: "status=408"), "no log line for the 408")
+        #expect(logLine.contains("repository=stalled/app"), "\(logLine)")
+        let head = try Curl.request(
+            "HEAD", "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/stalled/app/blobs/\(digest)", token: token)
+        #expect(head.status == 404)
+        #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: token).status == 200)
+    }
+}
