@@ -181,8 +181,17 @@ public final class ProxyProcess: Sendable {
     /// Whether the proxy has exited.
     public var isRunning: Bool { process.isRunning }
 
-    /// The proxy's exit status, once it has exited.
-    public var terminationStatus: Int32 { process.terminationStatus }
+    /// The proxy's exit status once it has exited, `nil` while it runs. (Foundation's own
+    /// `terminationStatus` is a fatal error while the process runs: it would end the whole test
+    /// process for one proxy that is slow to stop.)
+    public var terminationStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
+    /// Waits up to `timeout` for the proxy to exit; its exit status, or `nil` if it still runs.
+    public func exitStatus(within timeout: Duration) async throws -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        return terminationStatus
+    }
 
     /// Sends the proxy SIGTERM and returns at once, to see what it does while it stops.
     public func terminate() {
