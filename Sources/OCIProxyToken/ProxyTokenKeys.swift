@@ -109,38 +109,15 @@ public struct ProxyTokenVerifier: Sendable {
 
     /// The claims of a token whose signature, audience and validity period check out.
     public func verify(_ token: String, now: Date = Date()) throws(ProxyTokenError) -> ProxyTokenClaims {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let headerData = Base64URL.decode(String(parts[0])),
-            let payload = Base64URL.decode(String(parts[1])), let signature = Base64URL.decode(String(parts[2])),
-            let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any]
-        else { throw ProxyTokenError("the token is not a JWT") }
-        guard header["alg"] as? String == "EdDSA" else { throw ProxyTokenError("the token is not signed with EdDSA") }
-        let candidates = (header["kid"] as? String).flatMap { keys[$0].map { [$0] } } ?? Array(keys.values)
-        let input = Data(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
-        guard candidates.contains(where: { $0.isValidSignature(signature, for: input) }) else {
+        let jws = try CompactJWS(token)
+        guard jws.algorithm == "EdDSA" else { throw ProxyTokenError("the token is not signed with EdDSA") }
+        let candidates = jws.keyID.flatMap { keys[$0].map { [$0] } } ?? Array(keys.values)
+        guard candidates.contains(where: { $0.isValidSignature(jws.signature, for: jws.signingInput) }) else {
             throw ProxyTokenError("the token's signature does not match any trusted key")
         }
-        guard let claims = try? JSONDecoder().decode(ProxyTokenClaims.self, from: payload) else {
-            throw ProxyTokenError("the token's claims are not those of a proxy token")
-        }
+        let claims = try ProxyTokenClaims(payload: jws.payload)
         try claims.checkValidity(at: now)
         return claims
-    }
-}
-
-/// RFC 7515 base64url without padding.
-enum Base64URL {
-    static func encode(_ data: some DataProtocol) -> String {
-        Data(data).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
-
-    static func decode(_ text: String) -> Data? {
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        guard !base64.contains("=") else { return nil }
-        while base64.utf8.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64)
     }
 }
 

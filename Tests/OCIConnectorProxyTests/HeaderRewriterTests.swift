@@ -104,9 +104,17 @@ struct ProxyTokenTests {
         var parts = good.split(separator: ".").map(String.init)
         parts[1] = parts[1].replacingOccurrences(of: "a", with: "b")
         let tampered = parts.joined(separator: ".")
+        // The same claims and signature under a header of another algorithm, or of none.
+        func header(_ json: String) -> String {
+            Data(json.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "")
+                .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        }
+        let unsigned = ([header(#"{"alg":"none"}"#)] + parts.dropFirst()).joined(separator: ".")
+        let noAlgorithm = ([header(#"{"typ":"JWT"}"#)] + parts.dropFirst()).joined(separator: ".")
         for (token, reason) in [
             (expired, "expired"), (future, "not valid yet"), (foreign, "signature"),
-            (tampered, "signature"), ("a.b", "not a JWT"), ("", "not a JWT"),
+            (tampered, "signature"), ("a.b", "not a JWT"), ("", "not a JWT"), ("a.b.c.d", "not a JWT"),
+            (unsigned, "not signed with EdDSA"), (noAlgorithm, "names no algorithm"),
         ] {
             do {
                 _ = try verifier.verify(token)
