@@ -111,3 +111,115 @@ struct ProxyLimitsTests {
         #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: token).status == 200)
     }
 }
+
+/// Clients that go away in the middle of what they asked for, hundreds of times over.
+@Suite("oci-connector-proxy when clients leave")
+struct ClientsLeavingTests {
+    /// Downloads and uploads abandoned mid-body (half of them with a reset): the proxy lets go of
+    /// the client connection and cancels the upstream side of each, so its connections and
+    /// descriptors return to where they were, and its memory stays bounded.
+    @Test func hundredsOfAbandonedTransfersLeaveNothingBehind() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url))
+        defer { proxy.stop() }
+        let token = try proxy.token()
+        let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/abandon/app"
+        // A 16 MiB blob: a read of it is far from its end when the client leaves.
+        let directory = try Loopback.temporaryDirectory("abandon")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("blob")
+        try runCommand("/bin/sh", ["-c", "head -c 16M /dev/urandom > '\(file.path)'"])
+        let digest =
+            "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let start = try Curl.request("POST", "\(base)/blobs/uploads/", token: token)
+        let location = try #require(start.header("Location"))
+        let url = location.hasPrefix("http") ? location : "http://\(proxy.host)\(location)"
+        let put = try Curl.request("PUT", url + (url.contains("?") ? "&" : "?") + "digest=\(digest)", token: token, upload: file)
+        try #require(put.status == 201, "the blob was not pushed: \(put.status)")
+        // One whole read first, so that the connection pools hold what they hold at rest.
+        let whole = try Curl.request(
+            "GET", "\(base)/blobs/\(digest)", token: token, output: directory.appendingPathComponent("out"))
+        #expect(whole.status == 200)
+        let (descriptorsBefore, residentBefore) = (proxy.openDescriptors, ProxyHardeningTests.residentKiB(proxy))
+
+        let path = "/v2/namespaces/team-a/connectors/up/abandon/app/blobs/\(digest)"
+        let downloads = try ProxyHardeningTests.hostile(["abandon-downloads", "\(proxy.port)", path, "300"], input: token)
+        #expect(downloads["begun"] as? Int == 300, "\(downloads)")
+        let uploads = try ProxyHardeningTests.hostile(
+            ["abandon-uploads", "\(proxy.port)", "/v2/namespaces/team-a/connectors/up/abandon/app", "100"], input: token)
+        #expect(uploads["started"] as? Int == 100, "\(uploads)")
+        let residentPeak = proxy.peakResidentKiB ?? 0
+
+        // What the proxy held for them goes, as each departure is noticed.
+        var clientConnections = -1
+        var descriptorsAfter = Int.max
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            clientConnections = proxy.connections.filter { $0.local == proxy.port }.count
+            descriptorsAfter = proxy.openDescriptors
+            if clientConnections == 0, descriptorsAfter <= descriptorsBefore + 4 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let upstreamConnections = proxy.connections.filter { $0.remote == registry.port }.count
+        print(
+            "abandoned 300 downloads and 100 uploads: descriptors \(descriptorsBefore) → \(descriptorsAfter), "
+                + "upstream connections \(upstreamConnections), resident \(residentBefore / 1024) MiB → peak \(residentPeak / 1024) MiB"
+        )
+        #expect(clientConnections == 0, "client connections left open")
+        #expect(descriptorsAfter <= descriptorsBefore + 4, "descriptors \(descriptorsBefore) → \(descriptorsAfter)")
+        #expect(upstreamConnections <= 4, "upstream connections kept: \(upstreamConnections)")
+        #expect(residentPeak - residentBefore < 64 * 1024, "memory grew from \(residentBefore) to \(residentPeak) KiB")
+        // And it serves on.
+        #expect(try Curl.request("HEAD", "\(base)/blobs/\(digest)", token: token).status == 200)
+    }
+}
+
+/// An upstream's token server that fails or stalls.
+@Suite("oci-connector-proxy when the token server fails")
+struct TokenServerOutageTests {
+    /// A failing token server is a 502 and a silent one a 504, in the registry's error format;
+    /// tokens the proxy holds keep serving meanwhile, and once the server is back the proxy
+    /// recovers by itself, without a restart.
+    @Test func tokensHeldServeAndTheProxyRecoversByItself() async throws {
+        let (registry, issuer) = try await TokenAuthRegistry.start()
+        defer { registry.stop() }
+        defer { issuer.stop() }
+        for repository in ["outage/held", "outage/new", "outage/later"] {
+            try Seeder.push(
+                TestImage(layerSize: 1024, seed: 4), to: registry, repository: repository, tag: "v1",
+                user: SharedRegistries.robotUser, issuer: issuer)
+        }
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory,
+            connectorsYAML: ConnectorYAML.connector(
+                name: "reg", address: registry.url, username: SharedRegistries.robotUser.0,
+                password: SharedRegistries.robotUser.1),
+            extraArguments: ["--upstream-response-timeout", "2"])
+        defer { proxy.stop() }
+        let token = try proxy.token(connector: "team-a/reg")
+        func manifest(_ repository: String) throws -> Curl.Response {
+            try Curl.request(
+                "GET", "http://\(proxy.host)/v2/namespaces/team-a/connectors/reg/\(repository)/manifests/v1",
+                headers: ["Accept": "application/vnd.oci.image.manifest.v1+json"], token: token)
+        }
+        #expect(try manifest("outage/held").status == 200)
+
+        issuer.setOutage(.failing)
+        #expect(try manifest("outage/held").status == 200, "a token held did not serve while its server failed")
+        let failing = try manifest("outage/new")
+        #expect(failing.status == 502, "\(failing.status) \(failing.text)")
+        #expect(failing.text.contains(#""code":"UNAVAILABLE""#), "\(failing.text)")
+
+        issuer.setOutage(.silent)
+        let silent = try manifest("outage/later")
+        #expect(silent.status == 504, "\(silent.status) \(silent.text)")
+        #expect(silent.text.contains("did not answer in time"), "\(silent.text)")
+        #expect(try manifest("outage/held").status == 200)
+
+        issuer.setOutage(nil)
+        #expect(try manifest("outage/new").status == 200, "the proxy did not recover")
+        #expect(try manifest("outage/later").status == 200, "the proxy did not recover")
+        #expect(proxy.isRunning)
+    }
+}

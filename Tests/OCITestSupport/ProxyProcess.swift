@@ -112,18 +112,21 @@ public final class ProxyProcess: Sendable {
     }
 
     /// The remote ports of the TCP connections the proxy holds open, read from `/proc` (Linux).
-    public var connectedPorts: Set<Int> {
+    public var connectedPorts: Set<Int> { Set(connections.map(\.remote)) }
+
+    /// The local and remote ports of the TCP connections the proxy holds open (established),
+    /// read from `/proc` (Linux).
+    public var connections: [(local: Int, remote: Int)] {
         let pid = process.processIdentifier
-        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
         // A socket's descriptor links to `socket:[INODE]`; the TCP tables name sockets by inode.
         let inodes = Set(
-            descriptors.compactMap { name -> Substring? in
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"))?.compactMap { name -> Substring? in
                 guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)"),
                     target.hasPrefix("socket:[")
                 else { return nil }
                 return target.dropFirst("socket:[".count).dropLast()
-            })
-        var ports: Set<Int> = []
+            } ?? [])
+        var connections: [(local: Int, remote: Int)] = []
         for table in ["tcp", "tcp6"] {
             // Read to the end: `String(contentsOfFile:)` gets only the first page of a `/proc` file.
             let data = FileHandle(forReadingAtPath: "/proc/\(pid)/net/\(table)")?.readDataToEndOfFile() ?? Data()
@@ -133,12 +136,18 @@ public final class ProxyProcess: Sendable {
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
                 guard fields.count > 9, fields[3] == "01", inodes.contains(fields[9]),
-                    let port = fields[2].split(separator: ":").last.flatMap({ Int($0, radix: 16) })
+                    let local = fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }),
+                    let remote = fields[2].split(separator: ":").last.flatMap({ Int($0, radix: 16) })
                 else { continue }
-                ports.insert(port)
+                connections.append((local, remote))
             }
         }
-        return ports
+        return connections
+    }
+
+    /// How many file descriptors the proxy has open.
+    public var openDescriptors: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd"))?.count ?? 0
     }
 
     /// Waits until the proxy holds a connection to `port` on this machine (an upstream it has

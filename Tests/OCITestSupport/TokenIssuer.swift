@@ -51,6 +51,15 @@ public final class TokenIssuer: Sendable {
         var expiresIn: Int
         var acceptPost: Bool
         var refreshTokens: [String: String] = [:]  // refresh token → user
+        var outage: Outage?
+    }
+
+    /// How the issuer can fail, as token servers do.
+    public enum Outage: Sendable {
+        /// Every token request is answered 503.
+        case failing
+        /// Token requests are not answered (for 30 s, then 503).
+        case silent
     }
 
     /// Starts an issuer.
@@ -85,6 +94,13 @@ public final class TokenIssuer: Sendable {
             key: signingKey, certificate: certificateDERBase64, issuer: "test-token-issuer", audience: "test-registry")
         let router = Router()
         router.get("token") { request, _ -> Response in
+            switch state.withLock({ $0.outage }) {
+            case .failing?: return Self.json(.serviceUnavailable, #"{"errors":[{"code":"UNAVAILABLE"}]}"#)
+            case .silent?:
+                try await Task.sleep(for: .seconds(30))
+                return Self.json(.serviceUnavailable, #"{"errors":[{"code":"UNAVAILABLE"}]}"#)
+            case nil: break
+            }
             let query = request.uri.queryParameters
             let scopes = query[values: "scope"].map(String.init)
             let user = Self.basicUser(request.headers[.authorization], users: users)
@@ -162,6 +178,9 @@ public final class TokenIssuer: Sendable {
     public var counts: Counts { state.withLock { $0.counts } }
     /// The scopes of each request served, in order.
     public var scopesRequested: [[String]] { state.withLock { $0.scopesRequested } }
+
+    /// Fails from now on, as `outage` says; `nil` serves again.
+    public func setOutage(_ outage: Outage?) { state.withLock { $0.outage = outage } }
 
     /// Changes the lifetime of tokens issued from now on.
     public func setExpiresIn(_ seconds: Int) { state.withLock { $0.expiresIn = seconds } }

@@ -10,10 +10,13 @@ Usage:
   hostile_connections.py over-limit PORT OPEN
   hostile_connections.py http10-pipelined PORT
   hostile_connections.py stalled-body PORT PATH   (the proxy token on stdin)
+  hostile_connections.py abandon-downloads PORT PATH COUNT   (the proxy token on stdin)
+  hostile_connections.py abandon-uploads PORT REPOSITORY-PATH COUNT   (the proxy token on stdin)
 """
 import base64
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -142,6 +145,64 @@ def stalled_body(port, path, token):
     return {"responses": responses(data), "closed": closed, "body": data.split(b"\r\n\r\n", 1)[-1].decode()}
 
 
+def leave(connection, reset):
+    """Closes the connection, with a reset (SO_LINGER 0) or a plain FIN."""
+    if reset:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
+def abandon_downloads(port, path, count, token):
+    """Starts `count` reads of a blob and leaves each once its body has begun, every other one
+    with a reset. Returns how many got as far as the body."""
+    authorization = "Basic " + base64.b64encode(f"workload:{token}".encode()).decode()
+    begun = 0
+    for index in range(count):
+        connection = connect(port)
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: proxy\r\nAuthorization: {authorization}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) == 0:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        if data.startswith(b"HTTP/1.1 200") and len(data.split(b"\r\n\r\n", 1)[-1]) > 0:
+            begun += 1
+        leave(connection, index % 2 == 0)
+    return {"begun": begun}
+
+
+def abandon_uploads(port, repository_path, count, token):
+    """Starts `count` uploads that announce 8 MiB, sends 1 MiB of each and leaves, every other
+    one with a reset. Returns how many uploads were started."""
+    authorization = "Basic " + base64.b64encode(f"workload:{token}".encode()).decode()
+    started = 0
+    chunk = b"u" * (1 << 20)
+    for index in range(count):
+        connection = connect(port)
+        connection.sendall((f"POST {repository_path}/blobs/uploads/ HTTP/1.1\r\nHost: proxy\r\n"
+                            f"Authorization: {authorization}\r\nContent-Length: 0\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            part = connection.recv(65536)
+            if not part:
+                break
+            head += part
+        location = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                         if line.lower().startswith(b"location:")), None)
+        if not head.startswith(b"HTTP/1.1 202") or location is None:
+            leave(connection, False)
+            continue
+        started += 1
+        if location.startswith("http"):
+            location = "/" + location.split("/", 3)[3]
+        connection.sendall((f"PATCH {location} HTTP/1.1\r\nHost: proxy\r\nAuthorization: {authorization}\r\n"
+                            f"Content-Type: application/octet-stream\r\nContent-Length: {8 << 20}\r\n\r\n").encode())
+        connection.sendall(chunk)
+        leave(connection, index % 2 == 0)
+    return {"started": started}
+
+
 def main():
     command, port = sys.argv[1], int(sys.argv[2])
     if command == "flood":
@@ -156,6 +217,10 @@ def main():
         result = over_limit(port, int(sys.argv[3]))
     elif command == "http10-pipelined":
         result = http10_pipelined(port)
+    elif command == "abandon-downloads":
+        result = abandon_downloads(port, sys.argv[3], int(sys.argv[4]), sys.stdin.read().strip())
+    elif command == "abandon-uploads":
+        result = abandon_uploads(port, sys.argv[3], int(sys.argv[4]), sys.stdin.read().strip())
     elif command == "stalled-body":
         result = stalled_body(port, sys.argv[3], sys.stdin.read().strip())
     else:
