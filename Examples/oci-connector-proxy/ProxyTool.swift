@@ -268,6 +268,12 @@ struct ProxyTool: AsyncParsableCommand {
         }
         configuredLogger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         let logger = configuredLogger
+        // Each connection is a descriptor: a soft limit below --max-connections would fail accepts.
+        if let openFiles = OpenFileLimit.raise(), openFiles < UInt64(maxConnections) * 2 + 64 {
+            logger.warning(
+                "the open file limit is low for --max-connections: each client connection and each upstream one takes a descriptor",
+                metadata: ["limit": "\(openFiles)", "max_connections": "\(maxConnections)"])
+        }
         let catalog: ConnectorCatalog
         let verifier: ProxyTokenVerifier
         let pattern: ConnectorHostPattern?

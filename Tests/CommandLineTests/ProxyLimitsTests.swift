@@ -223,3 +223,34 @@ struct TokenServerOutageTests {
         #expect(proxy.isRunning)
     }
 }
+
+/// Many clients holding connections open.
+@Suite("oci-connector-proxy with many idle connections")
+struct IdleConnectionsTests {
+    /// 2000 keep-alive connections held idle, by a proxy started with a soft limit of 256 open
+    /// files (as container runtimes may start it): it raises the limit itself, serves every one
+    /// of them and, meanwhile, a normal client.
+    @Test func twoThousandIdleConnectionsAndANormalClient() async throws {
+        let registry = try await SharedRegistries.shared.anonymous()
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url),
+            softOpenFileLimit: 256)
+        defer { proxy.stop() }
+        let limits = try String(contentsOfFile: "/proc/\(proxy.processIdentifier)/limits", encoding: .utf8)
+        let openFiles = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+        let fields = openFiles.split(separator: " ", omittingEmptySubsequences: true)
+        #expect(fields.count >= 5 && fields[3] == fields[4], "the soft limit was not raised: \(openFiles)")
+
+        let result = try ProxyHardeningTests.hostile(
+            ["hold-idle", "\(proxy.port)", "2000", "\(proxy.processIdentifier)"], input: try proxy.token())
+        let statuses = result["statuses"] as? [Int] ?? []
+        let (before, held) = (result["resident_before_kib"] as? Int ?? 0, result["resident_held_kib"] as? Int ?? 0)
+        print(
+            "2000 idle connections: \(result["answered"] ?? "?") answered, \(result["still_open"] ?? "?") still open, "
+                + "resident \(before / 1024) → \(held / 1024) MiB (\((held - before) * 1024 / 2000) bytes each); "
+                + "normal client p50 \(result["latency_ms_p50"] ?? "?") ms, max \(result["latency_ms_max"] ?? "?") ms")
+        #expect(result["answered"] as? Int == 2000, "\(result)")
+        #expect(result["still_open"] as? Int == 2000, "\(result)")
+        #expect(statuses.count == 50 && statuses.allSatisfy { $0 == 200 }, "\(statuses)")
+    }
+}

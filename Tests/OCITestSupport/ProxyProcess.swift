@@ -18,10 +18,11 @@ public final class ProxyProcess: Sendable {
     /// Where the proxy writes its log.
     public var logFile: URL { directory.appendingPathComponent("proxy.log") }
 
-    /// Starts a proxy in front of the connectors in `connectorsYAML`.
-    public static func start(binDirectory: URL, connectorsYAML: String, extraArguments: [String] = []) async throws
-        -> ProxyProcess
-    {
+    /// Starts a proxy in front of the connectors in `connectorsYAML`; `softOpenFileLimit` starts
+    /// it with that soft limit on open files, as a container runtime may.
+    public static func start(
+        binDirectory: URL, connectorsYAML: String, extraArguments: [String] = [], softOpenFileLimit: Int? = nil
+    ) async throws -> ProxyProcess {
         let directory = try Loopback.temporaryDirectory("proxy")
         let connectors = directory.appendingPathComponent("connectors.yaml")
         try connectorsYAML.write(to: connectors, atomically: true, encoding: .utf8)
@@ -30,12 +31,20 @@ public final class ProxyProcess: Sendable {
             ["keys", "generate", "--out", directory.appendingPathComponent("keys").path])
 
         let process = Process()
-        process.executableURL = binDirectory.appendingPathComponent("oci-connector-proxy")
-        process.arguments =
+        let executable = binDirectory.appendingPathComponent("oci-connector-proxy")
+        let arguments =
             [
                 "--connectors", connectors.path, "--listen", "127.0.0.1:0",
                 "--token-keys", directory.appendingPathComponent("keys/verification-key.jwk").path,
             ] + extraArguments
+        if let softOpenFileLimit {
+            // The shell sets the limit and becomes the proxy (same process id).
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -Sn \(softOpenFileLimit) && exec \"$0\" \"$@\"", executable.path] + arguments
+        } else {
+            process.executableURL = executable
+            process.arguments = arguments
+        }
         let output = Pipe()
         process.standardOutput = output
         let log = directory.appendingPathComponent("proxy.log")

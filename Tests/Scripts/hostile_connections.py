@@ -12,6 +12,7 @@ Usage:
   hostile_connections.py stalled-body PORT PATH   (the proxy token on stdin)
   hostile_connections.py abandon-downloads PORT PATH COUNT   (the proxy token on stdin)
   hostile_connections.py abandon-uploads PORT REPOSITORY-PATH COUNT   (the proxy token on stdin)
+  hostile_connections.py hold-idle PORT COUNT PROXY-PID   (the proxy token on stdin)
 """
 import base64
 import json
@@ -203,6 +204,68 @@ def abandon_uploads(port, repository_path, count, token):
     return {"started": started}
 
 
+def resident_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
+def hold_idle(port, count, pid, token):
+    """Opens `count` keep-alive connections that each make one request and then stay idle, then
+    serves a normal client 50 requests on a fresh connection while they are held. Reports what
+    each got, the normal client's latencies, how many idle ones are still open, and the proxy's
+    resident memory before and while they are held."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    authorization = "Basic " + base64.b64encode(f"workload:{token}".encode()).decode()
+    request = f"GET /v2/ HTTP/1.1\r\nHost: proxy\r\nAuthorization: {authorization}\r\n\r\n".encode()
+    before = resident_kib(pid)
+    idle, answered = [], 0
+    for _ in range(count):
+        try:
+            connection = connect(port)
+            connection.sendall(request)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if data.startswith(b"HTTP/1.1 200"):
+                answered += 1
+            idle.append(connection)
+        except OSError:
+            break
+    held = resident_kib(pid)
+    normal = connect(port)
+    statuses, latencies = [], []
+    for _ in range(50):
+        started = time.monotonic()
+        normal.sendall(request)
+        data = b""
+        while not data.endswith(b"}"):
+            chunk = normal.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        latencies.append((time.monotonic() - started) * 1000)
+        statuses.append(int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0)
+    still_open = 0
+    for connection in idle:
+        connection.setblocking(False)
+        try:
+            still_open += 0 if connection.recv(1) == b"" else 1
+        except BlockingIOError:
+            still_open += 1
+        except OSError:
+            pass
+        connection.close()
+    latencies.sort()
+    return {"answered": answered, "statuses": statuses, "still_open": still_open, "resident_before_kib": before,
+            "resident_held_kib": held, "latency_ms_p50": latencies[len(latencies) // 2], "latency_ms_max": latencies[-1]}
+
+
 def main():
     command, port = sys.argv[1], int(sys.argv[2])
     if command == "flood":
@@ -217,6 +280,8 @@ def main():
         result = over_limit(port, int(sys.argv[3]))
     elif command == "http10-pipelined":
         result = http10_pipelined(port)
+    elif command == "hold-idle":
+        result = hold_idle(port, int(sys.argv[3]), int(sys.argv[4]), sys.stdin.read().strip())
     elif command == "abandon-downloads":
         result = abandon_downloads(port, sys.argv[3], int(sys.argv[4]), sys.stdin.read().strip())
     elif command == "abandon-uploads":
