@@ -254,3 +254,39 @@ struct IdleConnectionsTests {
         #expect(statuses.count == 50 && statuses.allSatisfy { $0 == 200 }, "\(statuses)")
     }
 }
+
+/// Many clients at once.
+@Suite("oci-connector-proxy under load")
+struct LoadTests {
+    /// 200 clients, half pulling (manifest and blob, digest checked) and half pushing fresh blobs,
+    /// for `OCI_CONNECTOR_LOAD_SECONDS` (30 by default; 60 is the long run): not one error, and
+    /// the proxy's memory bounded.
+    @Test func twoHundredClientsPullingAndPushingWithoutAnError() async throws {
+        let seconds = ProcessInfo.processInfo.environment["OCI_CONNECTOR_LOAD_SECONDS"] ?? "30"
+        let registry = try await SharedRegistries.shared.anonymous()
+        let image = TestImage(layerSize: 1 << 20, seed: 7)
+        try Seeder.push(image, to: registry, repository: "load/app", tag: "v1")
+        let proxy = try await ProxyProcess.start(
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url))
+        defer { proxy.stop() }
+        let output = try runCommand(
+            "/usr/bin/env",
+            [
+                "python3", ProxyHardeningTests.scripts.appendingPathComponent("load.py").path, "\(proxy.port)",
+                "/v2/namespaces/team-a/connectors/up/load/app", "200", seconds, "\(proxy.processIdentifier)", "v1",
+                sha256Digest(image.layer),
+            ], input: try proxy.token())
+        let result = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any] ?? [:]
+        let (pulls, pushes, errors) = (
+            result["pulls"] as? Int ?? 0, result["pushes"] as? Int ?? 0, result["errors"] as? Int ?? -1
+        )
+        let (before, peak) = (result["resident_before_kib"] as? Int ?? 0, result["resident_peak_kib"] as? Int ?? 0)
+        print(
+            "load, 200 clients for \(seconds) s: \(pulls) pulls of 1 MiB, \(pushes) pushes of 64 KiB, \(errors) errors; "
+                + "proxy resident \(before / 1024) → peak \(peak / 1024) MiB")
+        #expect(errors == 0, "\(result["failures"] ?? [])")
+        #expect(pulls > 0 && pushes > 0)
+        #expect(peak - before < 256 * 1024, "the proxy's memory grew from \(before) to \(peak) KiB")
+        #expect(proxy.isRunning)
+    }
+}
