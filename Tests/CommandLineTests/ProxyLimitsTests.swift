@@ -82,10 +82,7 @@ struct ProxyLimitsTests {
         defer { proxy.stop() }
         let directory = try Loopback.temporaryDirectory("slow-upload")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("blob")
-        try runCommand("/bin/sh", ["-c", "head -c 3M /dev/urandom > '\(file.path)'"])
-        let digest =
-            "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let (file, digest) = try randomBlob(mebibytes: 3, in: directory)
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/slow/upload"
         let start = try Curl.request("POST", "\(base)/blobs/uploads/", token: try proxy.token())
         let location = try #require(start.header("Location"), "no upload location: \(start.status)")
@@ -144,10 +141,7 @@ struct ClientsLeavingTests {
         // A 16 MiB blob: a read of it is far from its end when the client leaves.
         let directory = try Loopback.temporaryDirectory("abandon")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("blob")
-        try runCommand("/bin/sh", ["-c", "head -c 16M /dev/urandom > '\(file.path)'"])
-        let digest =
-            "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let (file, digest) = try randomBlob(mebibytes: 16, in: directory)
         let start = try Curl.request("POST", "\(base)/blobs/uploads/", token: token)
         let location = try #require(start.header("Location"))
         let url = location.hasPrefix("http") ? location : "http://\(proxy.host)\(location)"

@@ -360,10 +360,7 @@ struct ProxyStreamingTests {
         defer { proxy.stop() }
         let directory = try Loopback.temporaryDirectory("big")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("blob")
-        try runCommand("/bin/sh", ["-c", "head -c \(mebibytes)M /dev/urandom > '\(file.path)'"])
-        let digest =
-            "sha256:" + (try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? "")
+        let (file, digest) = try randomBlob(mebibytes: mebibytes, in: directory)
         let token = try proxy.token()
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up"
         let octets = ["Content-Type": "application/octet-stream"]

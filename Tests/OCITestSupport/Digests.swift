@@ -29,3 +29,12 @@ public struct TestImage: Sendable {
 
     public var manifestDigest: String { sha256Digest(manifest) }
 }
+
+/// A file of `mebibytes` random bytes in `directory`, and its digest, both made by system tools
+/// (`head`, `sha256sum`), independently of the code under test.
+public func randomBlob(mebibytes: Int, in directory: URL) throws -> (file: URL, digest: String) {
+    let file = directory.appendingPathComponent("blob")
+    try runCommand("/bin/sh", ["-c", "head -c \(mebibytes)M /dev/urandom > '\(file.path)'"])
+    let sum = try runCommand("/usr/bin/sha256sum", [file.path]).split(separator: " ").first.map(String.init) ?? ""
+    return (file, "sha256:" + sum)
+}
