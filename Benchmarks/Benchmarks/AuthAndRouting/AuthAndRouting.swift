@@ -27,7 +27,8 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // Set storage grows differently with each process's hash seed: allow a few allocations.
+    // Set storage grows differently with each hash seed: thresholds.sh fixes the seed, and a few
+    // allocations more or less are allowed all the same.
     let setTolerance = Benchmark.Configuration(thresholds: [.mallocCountTotal: .init(absolute: [.p90: 5_000])])
     Benchmark("NormaliseScopeSet", configuration: setTolerance) { benchmark in
         for _ in benchmark.scaledIterations {
