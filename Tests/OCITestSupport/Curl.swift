@@ -41,6 +41,7 @@ public enum Curl {
             return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
         }
         let body = output == nil ? ((try? Data(contentsOf: bodyFile)) ?? Data()) : Data()
+        SecretEvidence.keepResponse(head: headerText, body: body)
         return Response(status: status, headers: headers, body: body)
     }
 }

@@ -145,7 +145,9 @@ public final class KubernetesTokenIssuer: Sendable {
         for (key, value) in changes {
             if value is NSNull { claims.removeValue(forKey: key) } else { claims[key] = value }
         }
-        return sign(claims: claims, alg: alg)
+        let token = sign(claims: claims, alg: alg)
+        SecretEvidence.record(token)
+        return token
     }
 
     /// Signs `claims` with the current key for `alg` (`RS256`, `ES256`), or forges: `none`

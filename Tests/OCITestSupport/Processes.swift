@@ -32,7 +32,10 @@ enum ChildProcesses {
             atexit {
                 ChildProcesses.lock.lock()
                 for pid in ChildProcesses.pids { kill(pid, SIGKILL) }
-                for directory in ChildProcesses.directories { try? FileManager.default.removeItem(atPath: directory) }
+                for directory in ChildProcesses.directories {
+                    SecretEvidence.keepLog(from: directory)
+                    try? FileManager.default.removeItem(atPath: directory)
+                }
                 ChildProcesses.lock.unlock()
             }
         }

@@ -92,13 +92,15 @@ public final class ProxyProcess: Sendable {
         connector: String = "team-a/up", actions: String = "pull,push,delete", ttl: String = "30m",
         signingKey: String? = nil, repository: String? = nil, subject: String? = nil
     ) throws -> String {
-        try runCommand(
+        let token = try runCommand(
             binDirectory.appendingPathComponent("oci-connector-config").path,
             [
                 "token", "--connector", connector, "--actions", actions, "--ttl", ttl, "--signing-key",
                 signingKey ?? self.signingKey,
             ] + (repository.map { ["--repository", $0] } ?? []) + (subject.map { ["--subject", $0] } ?? [])
         ).trimmingCharacters(in: .whitespacesAndNewlines)
+        SecretEvidence.record(token)
+        return token
     }
 
     /// When a proxy token expires (its `exp` claim): the proxy refuses it from that second on.

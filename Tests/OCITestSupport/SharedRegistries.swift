@@ -86,6 +86,7 @@ public enum ConnectorYAML {
               address: \(address)
 
             """ + auth
+        if let password { SecretEvidence.record(password) }
         if let username, let password {
             text += """
                 ---

@@ -113,6 +113,7 @@ public final class TokenIssuer: Sendable {
                 }
                 let token = signer.sign(
                     subject: name, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
+                SecretEvidence.record(token)
                 return Self.json(.ok, #"{"token":"\#(token)","expires_in":\#(state.expiresIn),"issued_at":"\#(Self.now())"}"#)
             }
         }
@@ -146,6 +147,8 @@ public final class TokenIssuer: Sendable {
                 state.refreshTokens[refresh] = subject
                 let token = signer.sign(
                     subject: subject, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
+                SecretEvidence.record(token)
+                SecretEvidence.record(refresh)
                 return Self.json(
                     .ok,
                     #"{"access_token":"\#(token)","expires_in":\#(state.expiresIn),"refresh_token":"\#(refresh)","scope":"\#(scopes.joined(separator: " "))"}"#
