@@ -13,32 +13,28 @@ public enum SecretEvidence {
 
     /// Records a secret the proxy must never show (a password, an upstream token, a client's token).
     public static func record(_ secret: String) {
-        guard let directory, !secret.isEmpty, !secret.contains("\n") else { return }
-        lock.lock()
-        defer { lock.unlock() }
-        let file = directory.appendingPathComponent("secrets")
-        if !FileManager.default.fileExists(atPath: file.path) {
-            _ = FileManager.default.createFile(atPath: file.path, contents: nil)
-        }
-        guard let handle = try? FileHandle(forWritingTo: file) else { return }
-        defer { try? handle.close() }
-        _ = try? handle.seekToEnd()
-        try? handle.write(contentsOf: Data((secret + "\n").utf8))
+        guard !secret.isEmpty, !secret.contains("\n") else { return }
+        append(Data((secret + "\n").utf8), to: "secrets")
     }
 
     /// Keeps an answer a test received (its head, and up to 64 KiB of its body) for the search.
     static func keepResponse(head: String, body: Data) {
+        append(Data((head + "\n").utf8) + body.prefix(64 * 1024) + Data("\n\n".utf8), to: "responses.txt")
+    }
+
+    /// Appends `data` to the evidence file `name`, under one lock for the whole test process.
+    private static func append(_ data: Data, to name: String) {
         guard let directory else { return }
         lock.lock()
         defer { lock.unlock() }
-        let file = directory.appendingPathComponent("responses.txt")
+        let file = directory.appendingPathComponent(name)
         if !FileManager.default.fileExists(atPath: file.path) {
             _ = FileManager.default.createFile(atPath: file.path, contents: nil)
         }
         guard let handle = try? FileHandle(forWritingTo: file) else { return }
         defer { try? handle.close() }
         _ = try? handle.seekToEnd()
-        try? handle.write(contentsOf: Data((head + "\n").utf8) + body.prefix(64 * 1024) + Data("\n\n".utf8))
+        try? handle.write(contentsOf: data)
     }
 
     /// Copies the proxy log in `directory`, if any, to the evidence (as the test process exits).
