@@ -152,15 +152,15 @@ struct RenderCommandTests {
         #expect(try Curl.request("GET", "http://\(proxy.host)/v2/", token: shortLived).status == 200)
         #expect(try await Self.statusOnceRefused(shortLived, by: proxy) == 401)
 
-        // --watch: replaced at 80% of a 20 s lifetime (about 4 s to spare: with 2 s, a full test
-        // run on two cores once starved the watcher past the expiry), the replacement works,
-        // SIGTERM stops it cleanly.
+        // --watch: replaced at 80% of a 40 s lifetime (about 8 s to spare: with 2 s, and once
+        // with 4 s, a test run on two busy cores starved the watcher past the expiry), the
+        // replacement works, SIGTERM stops it cleanly.
         let watcher = Process()
         watcher.executableURL = Tool.binDirectory.appendingPathComponent("oci-connector-config")
         watcher.arguments = [
             "render", "--connectors", proxy.directory.appendingPathComponent("connectors.yaml").path, "--connector", "team-a/up",
             "--proxy", "http://\(proxy.host)", "--signing-key", proxy.signingKey, "--output", output.path,
-            "--ttl", "20s", "--watch",
+            "--ttl", "40s", "--watch",
         ]
         try watcher.run()
         // Times come from the token itself, not from when the watcher happened to start.

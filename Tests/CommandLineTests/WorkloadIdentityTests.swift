@@ -75,10 +75,11 @@ struct WorkloadIdentityTests {
         // A pull of many requests cost one look at the cluster's keys; each line names the
         // service account and its pod, never the token.
         #expect(cluster.keySetRequests == 1)
+        // A request's line is written as its answer ends, which the client may see first: wait for it.
+        #expect(try await proxy.logLine(containing: "identity=system:serviceaccount:team-a:builder") != nil)
+        #expect(try await proxy.logLine(containing: "pod=build-x7k2") != nil)
+        #expect(try await proxy.logLine(containing: "identity=system:serviceaccount:team-b:reader") != nil)
         let log = try String(contentsOf: proxy.logFile, encoding: .utf8)
-        #expect(log.contains("identity=system:serviceaccount:team-a:builder"))
-        #expect(log.contains("pod=build-x7k2"))
-        #expect(log.contains("identity=system:serviceaccount:team-b:reader"))
         for secret in [token, reader, "s3cret-robot"] { #expect(!log.contains(secret)) }
     }
 
