@@ -9,8 +9,11 @@ import Synchronization
 /// - A token is used until `lifetime − safety margin`; after ``Configuration/refreshFraction`` of
 ///   its lifetime a background refresh starts while the current token keeps serving, so long
 ///   operations never meet an expired token and never wait for a refresh.
-/// - Lifetimes shorter than ``Configuration/minimumLifetime`` are raised to it (the token spec
-///   says servers never issue less than 60 seconds; some report less).
+/// - The lifetime the token server states is believed, however short: a token used past it is
+///   refused, and an upload body refused that way cannot be sent again. (Docker and containerd
+///   raise lifetimes under 60 seconds to 60, as the token spec's compatibility note allows; a
+///   server that means a shorter one then fails their uploads.) ``Configuration/minimumLifetime``
+///   can still raise short lifetimes, for a server known to understate them.
 /// - It counts, per connector, through swift-metrics: tokens served from the cache
 ///   (`oci_connector_upstream_token_cache_hits_total`) and token requests by result
 ///   (`oci_connector_upstream_token_requests_total`, `result` `ok` or `error`).
@@ -21,7 +24,7 @@ import Synchronization
 public actor TokenCache {
     /// Timing policy.
     public struct Configuration: Sendable {
-        /// Lifetimes below this are raised to it.
+        /// Lifetimes below this are raised to it; none by default.
         public var minimumLifetime: Duration
         /// A token is not handed out closer than this to its expiry (at most a fifth of its life).
         public var safetyMargin: Duration
@@ -30,7 +33,7 @@ public actor TokenCache {
 
         /// Creates a policy.
         public init(
-            minimumLifetime: Duration = .seconds(60), safetyMargin: Duration = .seconds(30), refreshFraction: Double = 0.75
+            minimumLifetime: Duration = .zero, safetyMargin: Duration = .seconds(30), refreshFraction: Double = 0.75
         ) {
             self.minimumLifetime = minimumLifetime
             self.safetyMargin = safetyMargin

@@ -134,15 +134,15 @@ struct TokenCacheTests {
         (.seconds(300), .init(), .seconds(225), .refreshing),
         (.seconds(300), .init(), .seconds(269), .refreshing),
         (.seconds(300), .init(), .seconds(270), .expired),
-        // Raised to 60 s, whose fifth (12 s) is less than the margin.
-        (.seconds(10), .init(), .seconds(44), .fresh),
-        (.seconds(10), .init(), .seconds(45), .refreshing),
-        (.seconds(10), .init(), .seconds(47), .refreshing),
-        (.seconds(10), .init(), .seconds(48), .expired),
-        // No floor: the margin is a fifth of 10 s.
-        (.seconds(10), .init(minimumLifetime: .zero), .seconds(6.5), .fresh),
-        (.seconds(10), .init(minimumLifetime: .zero), .seconds(7.5), .refreshing),
-        (.seconds(10), .init(minimumLifetime: .zero), .seconds(8), .expired),
+        // A floor of 60 s raises 10 s to it; its fifth (12 s) is less than the margin.
+        (.seconds(10), .init(minimumLifetime: .seconds(60)), .seconds(44), .fresh),
+        (.seconds(10), .init(minimumLifetime: .seconds(60)), .seconds(45), .refreshing),
+        (.seconds(10), .init(minimumLifetime: .seconds(60)), .seconds(47), .refreshing),
+        (.seconds(10), .init(minimumLifetime: .seconds(60)), .seconds(48), .expired),
+        // The defaults have no floor: the margin is a fifth of 10 s.
+        (.seconds(10), .init(), .seconds(6.5), .fresh),
+        (.seconds(10), .init(), .seconds(7.5), .refreshing),
+        (.seconds(10), .init(), .seconds(8), .expired),
         // A refresh due at the end of the lifetime: the margin comes first, so none runs in the
         // background.
         (.seconds(300), .init(refreshFraction: 1), .seconds(269), .fresh),

@@ -17,7 +17,7 @@ public enum Curl {
     /// Sends a request; `upload` streams a file as the body.
     public static func request(
         _ method: String, _ url: String, headers: [String: String] = [:], token: String? = nil,
-        upload: URL? = nil, data: Data? = nil, output: URL? = nil
+        upload: URL? = nil, data: Data? = nil, output: URL? = nil, options: [String] = []
     ) throws -> Response {
         let directory = try Loopback.temporaryDirectory("curl")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -33,6 +33,7 @@ public enum Curl {
             try data.write(to: file)
             arguments += ["--data-binary", "@\(file.path)"]
         }
+        arguments += options
         arguments.append(url)
         let status = Int(try runCommand("/usr/bin/curl", arguments).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         let headerText = (try? String(contentsOf: headerFile, encoding: .utf8)) ?? ""

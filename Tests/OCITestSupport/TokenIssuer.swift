@@ -52,6 +52,10 @@ public final class TokenIssuer: Sendable {
         var acceptPost: Bool
         var refreshTokens: [String: String] = [:]  // refresh token → user
         var outage: Outage?
+        /// Seconds `exp` is dated back by.
+        var expiryShift = 0
+        /// The lifetime written into `exp`.
+        var signedLifetime: Int { expiresIn - expiryShift }
     }
 
     /// How the issuer can fail, as token servers do.
@@ -112,7 +116,7 @@ public final class TokenIssuer: Sendable {
                     return Self.json(.unauthorized, #"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#)
                 }
                 let token = signer.sign(
-                    subject: name, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
+                    subject: name, access: Self.grant(scopes, policy: account.policy), lifetime: state.signedLifetime)
                 SecretEvidence.record(token)
                 return Self.json(.ok, #"{"token":"\#(token)","expires_in":\#(state.expiresIn),"issued_at":"\#(Self.now())"}"#)
             }
@@ -146,7 +150,7 @@ public final class TokenIssuer: Sendable {
                 let refresh = UUID().uuidString
                 state.refreshTokens[refresh] = subject
                 let token = signer.sign(
-                    subject: subject, access: Self.grant(scopes, policy: account.policy), lifetime: state.expiresIn)
+                    subject: subject, access: Self.grant(scopes, policy: account.policy), lifetime: state.signedLifetime)
                 SecretEvidence.record(token)
                 SecretEvidence.record(refresh)
                 return Self.json(
@@ -187,6 +191,15 @@ public final class TokenIssuer: Sendable {
 
     /// Changes the lifetime of tokens issued from now on.
     public func setExpiresIn(_ seconds: Int) { state.withLock { $0.expiresIn = seconds } }
+
+    /// How long past its `exp` the registry still accepts a token (distribution's `Leeway`).
+    public static let registryLeeway = 60
+
+    /// Makes tokens issued from now on die at the registry when `expires_in` says, not
+    /// ``registryLeeway`` later: their `exp` is dated back by the leeway.
+    public func setExpiresExactly(_ exactly: Bool) {
+        state.withLock { $0.expiryShift = exactly ? Self.registryLeeway : 0 }
+    }
 
     /// Stops serving.
     public func stop() { serverTask.cancel() }
