@@ -143,7 +143,7 @@ struct ProxyTool: AsyncParsableCommand {
 
     @Option(
         help:
-            "Seconds an upstream may take to start answering a whole request, and may stay silent while its answer streams; then 504. (OCI_CONNECTOR_UPSTREAM_RESPONSE_TIMEOUT)"
+            "Seconds an upstream may take to start answering a whole request, stay silent while its answer streams, or take none of an upload's body; then 504. (OCI_CONNECTOR_UPSTREAM_RESPONSE_TIMEOUT)"
     )
     var upstreamResponseTimeout: Double = environment["OCI_CONNECTOR_UPSTREAM_RESPONSE_TIMEOUT"].flatMap(Double.init) ?? 60
 

@@ -134,7 +134,8 @@ struct ClientsLeavingTests {
     @Test func hundredsOfAbandonedTransfersLeaveNothingBehind() async throws {
         let registry = try await SharedRegistries.shared.anonymous()
         let proxy = try await ProxyProcess.start(
-            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url))
+            binDirectory: Tool.binDirectory, connectorsYAML: ConnectorYAML.connector(name: "up", address: registry.url),
+            extraArguments: ["--admin-listen", "127.0.0.1:0"])
         defer { proxy.stop() }
         let token = try proxy.token()
         let base = "http://\(proxy.host)/v2/namespaces/team-a/connectors/up/abandon/app"
@@ -162,21 +163,27 @@ struct ClientsLeavingTests {
         let residentPeak = proxy.peakResidentKiB ?? 0
 
         // What the proxy held for them goes, as each departure is noticed.
+        // Requests under way count each exchange and the task it runs upstream, to their end.
+        let metrics = "http://127.0.0.1:\(try #require(proxy.adminPort))/metrics"
         var clientConnections = -1
         var descriptorsAfter = Int.max
+        var inFlight: Double?
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
             clientConnections = proxy.connections.filter { $0.local == proxy.port }.count
             descriptorsAfter = proxy.openDescriptors
-            if clientConnections == 0, descriptorsAfter <= descriptorsBefore + 4 { break }
+            inFlight = ProxyOperationsTests.samples(try Curl.request("GET", metrics).text)["oci_connector_requests_in_flight"]
+            if clientConnections == 0, descriptorsAfter <= descriptorsBefore + 4, inFlight == 0 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         let upstreamConnections = proxy.connections.filter { $0.remote == registry.port }.count
         print(
             "abandoned 300 downloads and 100 uploads: descriptors \(descriptorsBefore) → \(descriptorsAfter), "
+                + "requests in flight \(inFlight ?? -1), "
                 + "upstream connections \(upstreamConnections), resident \(residentBefore / 1024) MiB → peak \(residentPeak / 1024) MiB"
         )
         #expect(clientConnections == 0, "client connections left open")
+        #expect(inFlight == 0, "requests left under way: \(inFlight ?? -1)")
         #expect(descriptorsAfter <= descriptorsBefore + 4, "descriptors \(descriptorsBefore) → \(descriptorsAfter)")
         #expect(upstreamConnections <= 4, "upstream connections kept: \(upstreamConnections)")
         #expect(residentPeak - residentBefore < 64 * 1024, "memory grew from \(residentBefore) to \(residentPeak) KiB")

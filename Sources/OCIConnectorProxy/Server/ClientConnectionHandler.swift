@@ -276,16 +276,18 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
         guard let bodyTimeout, case .exchanging(requestEnded: false, _) = state.phase else { return }
         let now = context.eventLoop.now
         if state.bodyPaused { bodyActive = now }  // The proxy is not reading it: not the client's doing.
-        guard now < bodyActive + bodyTimeout else { return bodyTimedOut(bodyTimeout, context: context) }
+        guard now < bodyActive + bodyTimeout else { return abandonRequest(RequestBodyTimeout(timeout: bodyTimeout)) }
         scheduleBodyCheck(at: bodyActive + bodyTimeout, context: context)
     }
 
-    /// The body stopped arriving: the request is abandoned. Its exchange answers `408` if it
-    /// has not begun its answer; the connection closes after the answer.
-    private func bodyTimedOut(_ timeout: TimeAmount, context: ChannelHandlerContext) {
-        guard let completion = state.abandonRequest() else { return }
+    /// The request's body will not be read to its end (it stopped arriving, or its upstream
+    /// stopped taking it): the request is abandoned. Its exchange answers with the reason's
+    /// refusal if it has not begun its answer; the connection closes after the answer.
+    func abandonRequest(_ reason: any RequestAbandonment) {
+        guard let context, let completion = state.abandonRequest() else { return }
+        stopWatchingBody()
         if let exchange {
-            exchange.requestFailed(RequestBodyTimeout(timeout: timeout))
+            exchange.requestFailed(reason)
         }
         if completion == .close {
             exchange = nil

@@ -173,7 +173,8 @@ struct ClientConnectionState {
         }
     }
 
-    /// The request's body will not be read to its end (it stopped arriving): the request counts
+    /// The request's body will not be read to its end (it stopped arriving, or its upstream
+    /// stopped taking it): the request counts
     /// as ended, nothing that follows it on the connection is taken up, and the connection
     /// closes once the answer is written (`.close` now if it has been). `nil` when no request's
     /// body is awaited.

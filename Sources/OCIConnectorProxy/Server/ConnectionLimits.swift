@@ -75,8 +75,14 @@ final class ConnectionCounter: Sendable {
     var current: Int { open.load(ordering: .relaxed) }
 }
 
+/// Why a request was given up on before its body was whole, and what its client is answered
+/// when its answer has not begun.
+protocol RequestAbandonment: Error, Sendable {
+    var refusal: RegistryErrorResponse { get }
+}
+
 /// A request's body stopped arriving for longer than ``ConnectionLimits/bodyTimeout``.
-struct RequestBodyTimeout: Error, CustomStringConvertible, Sendable {
+struct RequestBodyTimeout: RequestAbandonment, CustomStringConvertible {
     let timeout: TimeAmount
 
     var description: String { "the request body stopped arriving for \(UpstreamTimeouts.seconds(timeout)) s" }
@@ -84,5 +90,18 @@ struct RequestBodyTimeout: Error, CustomStringConvertible, Sendable {
     /// What the client is answered, when its answer has not begun.
     var refusal: RegistryErrorResponse {
         RegistryErrorResponse(.requestTimeout, "UNAVAILABLE", description + "; the request was abandoned")
+    }
+}
+
+/// The upstream took none of a request's body for longer than
+/// ``UpstreamTimeouts/response``: its connection is stuck, and the client, held back by the
+/// proxy meanwhile, would otherwise wait for the request timeout.
+struct UpstreamBodyStall: RequestAbandonment, CustomStringConvertible {
+    let timeout: TimeAmount
+
+    var description: String { "the registry took none of the request body for \(UpstreamTimeouts.seconds(timeout)) s" }
+
+    var refusal: RegistryErrorResponse {
+        RegistryErrorResponse(.gatewayTimeout, "UNAVAILABLE", description + "; the request was abandoned")
     }
 }

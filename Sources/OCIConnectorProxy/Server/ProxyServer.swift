@@ -48,11 +48,13 @@ extension ConnectorProxy: ExchangeStarter {
             relay.start()
             return relay
         case .forward(let plan):
-            let exchange = ForwardExchange(plan: plan, connection: connection)
+            let exchange = ForwardExchange(
+                plan: plan, connection: connection, stallTimeout: configuration.upstreamTimeouts.response)
             exchange.start { [self] plan, body in try await forward(plan, body: body) }
             return exchange
         case .filteredCatalog(let plan, let claims):
-            let exchange = ForwardExchange(plan: plan, connection: connection)
+            let exchange = ForwardExchange(
+                plan: plan, connection: connection, stallTimeout: configuration.upstreamTimeouts.response)
             exchange.start { [self] plan, _ in try await filteredCatalog(plan, claims: claims) }
             return exchange
         case .issueToken(let query, let log, let signer):

@@ -29,7 +29,7 @@ final class ForwardExchange: ClientExchange {
 
         func produceMore() {
             let exchange = exchange
-            exchange.eventLoop.execute { exchange.value.connection.resumeRequestBody() }
+            exchange.eventLoop.execute { exchange.value.upstreamWantsMore() }
         }
 
         func didTerminate() {}
@@ -38,20 +38,27 @@ final class ForwardExchange: ClientExchange {
     private let plan: UpstreamPlan
     fileprivate unowned let connection: ClientConnectionHandler
     private var source: Body.Source?
-    /// Set when the client's body stopped arriving: the upstream request fails for it, and the
-    /// client is answered `408` rather than a `502` for the upstream.
-    private let bodyTimedOut = TimedOut()
+    /// Set when the request was abandoned before its body was whole (it stopped arriving, or
+    /// the upstream stopped taking it): the upstream request fails for it, and the client is
+    /// answered the reason's refusal (`408`, `504`) rather than a `502` for the upstream.
+    private let abandoned = Abandoned()
 
-    /// Where the event loop leaves the body's timeout for the exchange's task.
-    private final class TimedOut: Sendable {
-        let timeout = Mutex<RequestBodyTimeout?>(nil)
+    /// Where the event loop leaves the reason a request was abandoned for the exchange's task.
+    private final class Abandoned: Sendable {
+        let reason = Mutex<(any RequestAbandonment)?>(nil)
     }
     private var task: Task<Void, Never>?
     private var finished = false
+    /// How long the upstream may take none of the body (``UpstreamTimeouts/response``).
+    private let stallTimeout: TimeAmount
+    /// Fires when the upstream has taken none of the body for ``stallTimeout``: the client is
+    /// held back meanwhile, so its own body timeout does not run.
+    private var stallCheck: Scheduled<Void>?
 
-    init(plan: UpstreamPlan, connection: ClientConnectionHandler) {
+    init(plan: UpstreamPlan, connection: ClientConnectionHandler, stallTimeout: TimeAmount) {
         self.plan = plan
         self.connection = connection
+        self.stallTimeout = stallTimeout
     }
 
     /// Starts the upstream request; `work` is what the task does with the plan and the body.
@@ -59,11 +66,11 @@ final class ForwardExchange: ClientExchange {
         let body = plan.hasBody ? requestBody() : nil
         let exchange = NIOLoopBound(self, eventLoop: connection.eventLoop)
         let plan = plan
-        let bodyTimedOut = bodyTimedOut
+        let abandoned = abandoned
         task = Task {
             var answer = await ForwardExchange.answer(work, plan: plan, body: body)
-            if case .local = answer, let timeout = bodyTimedOut.timeout.withLock({ $0 }) {
-                answer = .local(LocalAnswer(timeout.refusal, log: plan.log))
+            if case .local = answer, let reason = abandoned.reason.withLock({ $0 }) {
+                answer = .local(LocalAnswer(reason.refusal, log: plan.log))
             }
             await ForwardExchange.write(answer, plan: plan, to: exchange)
         }
@@ -153,25 +160,55 @@ final class ForwardExchange: ClientExchange {
         guard let source else { return }  // The upstream is done with the body: the rest is dropped.
         switch source.yield(buffer) {
         case .produceMore: break
-        case .stopProducing: connection.pauseRequestBody()
+        case .stopProducing:
+            connection.pauseRequestBody()
+            watchForStall()
         case .dropped: self.source = nil
         }
     }
 
     func requestEnded() {
+        stopWatchingForStall()
         source?.finish()
         source = nil
     }
 
     func requestFailed(_ error: any Error) {
-        if let timeout = error as? RequestBodyTimeout { bodyTimedOut.timeout.withLock { $0 = timeout } }
+        stopWatchingForStall()
+        if let reason = error as? any RequestAbandonment { abandoned.reason.withLock { $0 = reason } }
         source?.finish(error)
         source = nil
+    }
+
+    // MARK: An upstream that stops taking the body
+
+    private func watchForStall() {
+        guard stallCheck == nil else { return }
+        let timeout = stallTimeout
+        stallCheck = connection.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            stallCheck = nil
+            connection.abandonRequest(UpstreamBodyStall(timeout: timeout))
+            // The upstream request waits for a write the upstream will not take: only
+            // cancelling it ends it.
+            task?.cancel()
+        }
+    }
+
+    private func stopWatchingForStall() {
+        stallCheck?.cancel()
+        stallCheck = nil
+    }
+
+    /// The upstream took what was read ahead and wants more.
+    fileprivate func upstreamWantsMore() {
+        stopWatchingForStall()
+        connection.resumeRequestBody()
     }
 
     func clientWritable() {}  // Each write is awaited.
 
     func clientClosed() {
+        stopWatchingForStall()
         source?.finish(ChannelError.ioOnClosedChannel)
         source = nil
         if !finished {

@@ -4,14 +4,15 @@ public import NIOCore
 /// redirects to) before it answers the client `504`, in the manner of nginx's
 /// `proxy_connect_timeout` and `proxy_read_timeout`.
 ///
-/// A request's body is not timed by these: an upload takes as long as its client sends it,
+/// A request's length is not timed by these: an upload takes as long as its client sends it,
 /// bounded by the client's own body timeout (``ConnectionLimits/bodyTimeout``) and by
 /// ``ConnectorProxy/Configuration/requestTimeout``.
 public struct UpstreamTimeouts: Sendable, Hashable {
     /// How long connecting to an upstream may take (TCP and TLS).
     public var connect: TimeAmount
-    /// How long an upstream may take to start its answer once it has the whole request, and the
-    /// longest it may stay silent while the answer streams.
+    /// How long an upstream may take to start its answer once it has the whole request, the
+    /// longest it may stay silent while the answer streams, and the longest it may take none of
+    /// a request's body.
     public var response: TimeAmount
 
     /// Creates timeouts: by default 10 s to connect and 60 s to answer, as nginx's defaults
