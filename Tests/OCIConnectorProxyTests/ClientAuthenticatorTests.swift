@@ -112,3 +112,34 @@ struct ClientAuthenticatorTests {
         #expect(last?.header == "Bearer \(other)")
     }
 }
+
+/// Remembered credentials compare every byte, whatever the outcome.
+@Suite("Constant-time credential comparison")
+struct CredentialKeyTests {
+    static let token = "Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ3b3JrbG9hZCJ9.c2lnbmF0dXJl"
+
+    @Test(arguments: [
+        (token, token, true),
+        (token, String(token.dropLast()) + "M", false),  // The last byte differs.
+        (token, "X" + token.dropFirst(), false),  // The first byte differs.
+        (token, token + "=", false),  // A prefix.
+        (token, String(token.dropLast()), false),
+        ("", "", true),
+        ("", "Basic Og==", false),
+        ("Basic d29ya2xvYWQ6w6k=", "Basic d29ya2xvYWQ6w6k=", true),
+        ("é", "e\u{301}", false),  // Canonically equivalent, but other bytes: not the same credential.
+    ])
+    func equalityIsByteForByte(lhs: String, rhs: String, equal: Bool) {
+        #expect(constantTimeEquals(lhs, rhs) == equal)
+        #expect((CredentialKey(lhs) == CredentialKey(rhs)) == equal)
+        if equal { #expect(CredentialKey(lhs).hashValue == CredentialKey(rhs).hashValue) }
+    }
+
+    /// A remembered header is found by an equal one, and only by it.
+    @Test func theCacheFindsOnlyTheSameHeader() {
+        var remembered: [CredentialKey: Int] = [:]
+        remembered[CredentialKey(Self.token)] = 1
+        #expect(remembered[CredentialKey(String(Self.token.utf8.map { Character(UnicodeScalar($0)) }))] == 1)
+        #expect(remembered[CredentialKey(Self.token.lowercased())] == nil)
+    }
+}

@@ -82,7 +82,7 @@ final class ClientAuthenticator: Sendable {
     static let realm = "oci-connector-proxy"
     /// How many verified headers are remembered; all are forgotten when it is reached.
     static let rememberedHeaders = 1024
-    private let verified = Mutex<[String: ClientGrant]>([:])
+    private let verified = Mutex<[CredentialKey: ClientGrant]>([:])
 
     init(verifier: ProxyTokenVerifier, serviceAccounts: ServiceAccountTokenVerifier? = nil, catalog: ConnectorCatalog = .init([]))
     {
@@ -101,12 +101,13 @@ final class ClientAuthenticator: Sendable {
     }
 
     /// ``authenticate(authorization:now:)`` for a connection whose requests repeat one header:
-    /// one that equals `last`'s is not looked up again (hashing a JWT of several hundred bytes
-    /// and taking the lock cost more than comparing it), but its validity period is still checked.
+    /// one that equals `last`'s (compared in constant time, ``CredentialKey``) is not looked up
+    /// again (hashing a JWT of several hundred bytes and taking the lock cost more than comparing
+    /// it), but its validity period is still checked.
     func authenticate(authorization header: String?, last: inout LastVerified?, now: Date = Date()) throws(RegistryErrorResponse)
         -> Outcome
     {
-        if let last, let header, header == last.header, last.verifier == ObjectIdentifier(self) {
+        if let last, let header, constantTimeEquals(header, last.header), last.verifier == ObjectIdentifier(self) {
             try valid(last.grant, at: now)
             accepted.increment()
             return .granted(last.grant)
@@ -123,7 +124,7 @@ final class ClientAuthenticator: Sendable {
         guard let header, !header.isEmpty else {
             throw refuse(.missing, "authentication required: use the proxy token as the password, or as a Bearer token")
         }
-        if let grant = verified.withLock({ $0[header] }) {
+        if let grant = verified.withLock({ $0[CredentialKey(header)] }) {
             try valid(grant, at: now)
             accepted.increment()
             return .granted(grant)
@@ -163,7 +164,7 @@ final class ClientAuthenticator: Sendable {
     private func remember(_ grant: ClientGrant, for header: String) {
         verified.withLock { verified in
             if verified.count >= Self.rememberedHeaders { verified.removeAll(keepingCapacity: true) }
-            verified[header] = grant
+            verified[CredentialKey(header)] = grant
         }
     }
 
