@@ -45,9 +45,13 @@ enum ChildProcesses {
 /// Runs a command to completion and returns its standard output.
 @discardableResult
 public func runCommand(_ executable: String, _ arguments: [String], input: String? = nil) throws -> String {
+    // For the secret search, a registry client shows all it saw of the proxy: URLs (locations
+    // included), statuses and error messages.
+    let recordsClient =
+        SecretEvidence.isEnabled && SecretEvidence.clients.contains(URL(fileURLWithPath: executable).lastPathComponent)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
+    process.arguments = recordsClient ? ["--debug"] + arguments : arguments
     let output = Pipe()
     let errors = Pipe()
     process.standardOutput = output
@@ -66,6 +70,9 @@ public func runCommand(_ executable: String, _ arguments: [String], input: Strin
     let data = output.fileHandleForReading.readDataToEndOfFile()
     let errorData = errors.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
+    if recordsClient {
+        SecretEvidence.keepClientOutput(data + errorData, commandLine: process.arguments?.joined(separator: " ") ?? "")
+    }
     guard process.terminationStatus == 0 else {
         throw TestSupportError(
             "\(executable) \(arguments.joined(separator: " ")) failed: \(String(decoding: errorData, as: UTF8.self))")

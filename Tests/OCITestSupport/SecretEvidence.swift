@@ -2,14 +2,29 @@ import Foundation
 
 /// What the secret search after the end-to-end suite reads (`Tests/Scripts/search_secrets.py`):
 /// with `OCI_CONNECTOR_TEST_EVIDENCE=DIR`, every credential and token the tests make is written
-/// to `DIR/secrets`, one per line, every answer `Curl` receives to `DIR/responses.txt`, and the
-/// log of every proxy they ran is copied to `DIR` when the test process exits. Without it,
-/// nothing is recorded.
+/// to `DIR/secrets`, one per line, every answer `Curl` receives to `DIR/responses.txt`, what
+/// every registry client run through ``runCommand(_:_:input:)`` printed with `--debug` to
+/// `DIR/clients.txt`, and the log of every proxy they ran is copied to `DIR` when the test
+/// process exits. Without it, nothing is recorded.
 public enum SecretEvidence {
     static let directory = ProcessInfo.processInfo.environment["OCI_CONNECTOR_TEST_EVIDENCE"].map {
         URL(fileURLWithPath: $0)
     }
     private static let lock = NSLock()
+
+    /// Whether evidence is being recorded.
+    static var isEnabled: Bool { directory != nil }
+
+    /// The registry clients whose output is kept (run with `--debug`).
+    static let clients: Set<String> = ["skopeo", "podman", "buildah"]
+
+    /// Keeps what a registry client printed, less its echo of its own command line (podman
+    /// prints it with the credentials it was given; the proxy did not show them).
+    static func keepClientOutput(_ output: Data, commandLine: String) {
+        var text = String(decoding: output, as: UTF8.self)
+        if !commandLine.isEmpty { text = text.replacingOccurrences(of: commandLine, with: "<its command line>") }
+        append(Data((text + "\n").utf8), to: "clients.txt")
+    }
 
     /// Records a secret the proxy must never show (a password, an upstream token, a client's token).
     public static func record(_ secret: String) {

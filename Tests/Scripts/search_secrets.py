@@ -1,6 +1,7 @@
 """Searches what the end-to-end suite left as evidence (OCI_CONNECTOR_TEST_EVIDENCE) for secrets:
 every password, upstream token, refresh token and client token the tests made (DIR/secrets) in
-the log of every proxy they ran (DIR/*.log). A JWT is also looked for by its signature alone, so
+the log of every proxy they ran (DIR/*.log), every answer curl received (DIR/responses.txt) and
+what every registry client printed with --debug (DIR/clients.txt). A JWT is also looked for by its signature alone, so
 a token cut or re-encoded around it is found too. Prints what it searched; exits 1, naming the
 log, the line and the kind of secret (never the secret), if any is found.
 
@@ -26,7 +27,8 @@ def main():
                 needles[parts[2]] = "a token's signature"
         elif len(secret) >= 8:
             needles[secret] = "a password or refresh token"
-    logs = sorted(name for name in os.listdir(directory) if name.endswith(".log") or name == "responses.txt")
+    logs = sorted(
+        name for name in os.listdir(directory) if name.endswith(".log") or name in ("responses.txt", "clients.txt"))
     if not needles or not logs:
         print(f"secret search: nothing to search ({len(needles)} secrets, {len(logs)} proxy logs)")
         return 1
