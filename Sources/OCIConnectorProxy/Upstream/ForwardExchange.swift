@@ -51,8 +51,10 @@ final class ForwardExchange: ClientExchange {
     private var finished = false
     /// How long the upstream may take none of the body (``UpstreamTimeouts/response``).
     private let stallTimeout: TimeAmount
-    /// Fires when the upstream has taken none of the body for ``stallTimeout``: the client is
-    /// held back meanwhile, so its own body timeout does not run.
+    /// Since when the upstream has taken none of the body (`nil`: it wants more).
+    private var pausedSince: NIODeadline?
+    /// The check of ``stallTimeout``: one at a time, moved on by the pauses that come and go
+    /// meanwhile rather than re-armed for each (an upload pauses every few parts).
     private var stallCheck: Scheduled<Void>?
 
     init(plan: UpstreamPlan, connection: ClientConnectionHandler, stallTimeout: TimeAmount) {
@@ -183,25 +185,39 @@ final class ForwardExchange: ClientExchange {
     // MARK: An upstream that stops taking the body
 
     private func watchForStall() {
-        guard stallCheck == nil else { return }
-        let timeout = stallTimeout
-        stallCheck = connection.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+        pausedSince = connection.eventLoop.now
+        if stallCheck == nil { scheduleStallCheck() }
+    }
+
+    private func scheduleStallCheck() {
+        guard let pausedSince else { return }
+        stallCheck = connection.eventLoop.assumeIsolated().scheduleTask(deadline: pausedSince + stallTimeout) { [self] in
             stallCheck = nil
-            connection.abandonRequest(UpstreamBodyStall(timeout: timeout))
-            // The upstream request waits for a write the upstream will not take: only
-            // cancelling it ends it.
-            task?.cancel()
+            checkForStall()
         }
     }
 
+    /// The check is due: the upstream stalled if it has still taken nothing since the pause
+    /// the deadline was counted from; otherwise the check moves to the current pause, if any.
+    private func checkForStall() {
+        guard let pausedSince else { return }
+        guard connection.eventLoop.now >= pausedSince + stallTimeout else { return scheduleStallCheck() }
+        self.pausedSince = nil
+        connection.abandonRequest(UpstreamBodyStall(timeout: stallTimeout))
+        // The upstream request waits for a write the upstream will not take: only cancelling
+        // it ends it.
+        task?.cancel()
+    }
+
     private func stopWatchingForStall() {
+        pausedSince = nil
         stallCheck?.cancel()
         stallCheck = nil
     }
 
     /// The upstream took what was read ahead and wants more.
     fileprivate func upstreamWantsMore() {
-        stopWatchingForStall()
+        pausedSince = nil  // A check still scheduled finds no pause, and ends.
         connection.resumeRequestBody()
     }
 
