@@ -133,6 +133,19 @@ struct RequestLimitsTests {
         #expect(!upload.failed)
     }
 
+    /// A read may carry a body (it is dropped); one that stops arriving is no less held open.
+    @Test func aReadWhoseBodyStopsArrivingIsAbandonedToo() throws {
+        let starter = ClientConnectionTests.Starter()
+        let (channel, _) = try ClientConnectionTests.channel(starter, bodyTimeout: .seconds(5))
+        try channel.writeInbound(ByteBuffer(string: "GET /v2/ HTTP/1.1\r\nHost: p\r\nContent-Length: 10\r\n\r\nabc"))
+        let read = try #require(starter.exchanges.first)
+        read.answer()
+        #expect(channel.isActive, "the body may still come")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive, "a connection whose read never sent its body stayed open")
+    }
+
     @Test func abandoningARequestEndsItAndClosesAfterItsAnswer() {
         var state = ClientConnectionState()
         #expect(state.abandonRequest() == nil, "no request to abandon")

@@ -22,8 +22,6 @@ final class RequestLog: Sendable {
     let bytesIn = ByteCounter()
     let bytesOut = ByteCounter()
     private let fields = Mutex(Fields())
-    /// The request's place under the proxy's request limits, given back when it finishes.
-    private let lease = Mutex<RequestConcurrency.Lease?>(nil)
 
     struct Fields {
         var connector: String?
@@ -39,6 +37,8 @@ final class RequestLog: Sendable {
         var endpointKind = "-"
         var upstreamNanoseconds: Int64 = 0
         var finished = false
+        /// The request's place under the proxy's request limits, given back when it finishes.
+        var lease: RequestConcurrency.Lease?
     }
 
     init(logger: Logger, method: String, client: String? = nil, metrics: ProxyMetrics? = nil) {
@@ -56,7 +56,7 @@ final class RequestLog: Sendable {
 
     /// Holds the request's place under the request limits until the request finishes.
     func hold(_ lease: RequestConcurrency.Lease) {
-        self.lease.withLock { $0 = lease }
+        fields.withLock { $0.lease = lease }
     }
 
     /// The upstream answered a request's head after `nanoseconds`.
@@ -71,7 +71,7 @@ final class RequestLog: Sendable {
             return fields
         }
         guard let snapshot else { return }
-        lease.withLock { $0.take() }?.release()
+        snapshot.lease?.release()
         metrics?.requestFinished(
             connector: snapshot.connector, method: method, endpoint: snapshot.endpointKind, status: status,
             bytesIn: bytesIn.value, bytesOut: bytesOut.value)

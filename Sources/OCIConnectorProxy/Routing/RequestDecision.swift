@@ -232,7 +232,7 @@ extension ConnectorProxy {
             method: head.method, upstream: upstream, route: route,
             target: Self.upstreamPath(route) + (upstreamQuery.map { "?" + $0 } ?? ""), headers: headers,
             scopeMountFrom: mountFrom,
-            contentLength: length, hasBody: head.headers.contains(name: "Transfer-Encoding") || (length ?? 0) > 0,
+            contentLength: length, hasBody: head.announcesBody,
             expectsContinue: expectsContinue, origin: (secure ? "https://" : "http://") + host,
             prefix: destination.inPath ? upstream.pathPrefix : "",
             query: query.map(String.init), log: log)

@@ -102,7 +102,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
             let started = starter.startExchange(for: head, on: self)
             // An exchange may have answered before it returned.
             if state.isAnswering { exchange = started }
-            if bodyTimeout != nil, Self.hasBody(head) { watchBody(context: context) }
+            if bodyTimeout != nil, head.announcesBody { watchBody(context: context) }
         case .body(let buffer):
             if bodyCheck != nil { bodyActive = context.eventLoop.now }
             exchange?.requestBodyPart(buffer)
@@ -242,14 +242,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     // MARK: The body's timeout
-
-    /// Whether a request head announces a body.
-    private static func hasBody(_ head: HTTPRequestHead) -> Bool {
-        // Reads, most requests, have none: nothing is looked up for them.
-        if head.method == .GET || head.method == .HEAD { return false }
-        if head.headers.contains(name: "Transfer-Encoding") { return true }
-        return head.headers.first(name: "Content-Length").flatMap { Int($0) }.map { $0 > 0 } ?? false
-    }
 
     /// Checks, while the body of the request just started is awaited, that it keeps arriving.
     private func watchBody(context: ChannelHandlerContext) {

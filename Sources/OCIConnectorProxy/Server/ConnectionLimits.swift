@@ -85,7 +85,7 @@ protocol RequestAbandonment: Error, Sendable {
 struct RequestBodyTimeout: RequestAbandonment, CustomStringConvertible {
     let timeout: TimeAmount
 
-    var description: String { "the request body stopped arriving for \(UpstreamTimeouts.seconds(timeout)) s" }
+    var description: String { "the request body stopped arriving for \(timeout.wholeSecondsForMessages) s" }
 
     /// What the client is answered, when its answer has not begun.
     var refusal: RegistryErrorResponse {
@@ -99,7 +99,7 @@ struct RequestBodyTimeout: RequestAbandonment, CustomStringConvertible {
 struct UpstreamBodyStall: RequestAbandonment, CustomStringConvertible {
     let timeout: TimeAmount
 
-    var description: String { "the registry took none of the request body for \(UpstreamTimeouts.seconds(timeout)) s" }
+    var description: String { "the registry took none of the request body for \(timeout.wholeSecondsForMessages) s" }
 
     var refusal: RegistryErrorResponse {
         RegistryErrorResponse(.gatewayTimeout, "UNAVAILABLE", description + "; the request was abandoned")

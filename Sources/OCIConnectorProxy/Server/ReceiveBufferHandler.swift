@@ -39,7 +39,7 @@ final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let request) where Self.hasBody(request):
+        case .head(let request) where request.announcesBody:
             setReadsPerWakeUp(Self.readsWhileUploading, context: context)
         case .end:
             // Fewer reads per wake-up also drop the receive buffers kept beyond one.
@@ -48,11 +48,6 @@ final class ReceiveBufferHandler: ChannelInboundHandler, RemovableChannelHandler
             break
         }
         context.fireChannelRead(data)
-    }
-
-    private static func hasBody(_ request: HTTPRequestHead) -> Bool {
-        request.headers.contains(name: "Transfer-Encoding")
-            || (request.headers.first(name: "Content-Length").flatMap { Int($0) } ?? 0) > 0
     }
 
     /// Sets the reads per wake-up when they change: most requests have no body, and setting the

@@ -223,7 +223,7 @@ final class RegistryReader: Sendable {
                 }
             }
         let (host, port) = (host, port)
-        let connectTimeout = UpstreamTimeouts.seconds(configuration.connectTimeout)
+        let connectTimeout = configuration.connectTimeout.wholeSecondsForMessages
         return bootstrap.connect(host: host, port: port).flatMapErrorThrowing { error in
             if case ChannelError.connectTimeout? = error as? ChannelError {
                 throw RegistryReadError(.timedOut, "\(host):\(port) did not accept a connection within \(connectTimeout) s")

@@ -21,9 +21,11 @@ public struct UpstreamTimeouts: Sendable, Hashable {
         self.connect = connect
         self.response = response
     }
+}
 
-    /// A timeout in whole seconds (at least one), for messages.
-    static func seconds(_ amount: TimeAmount) -> Int64 {
-        max(1, amount.nanoseconds / 1_000_000_000)
+extension TimeAmount {
+    /// A timeout in whole seconds (at least one), for the messages that name it.
+    var wholeSecondsForMessages: Int64 {
+        max(1, nanoseconds / 1_000_000_000)
     }
 }
